@@ -1,0 +1,243 @@
+"""The `nst` command line: thin typer commands over the Python API.
+
+Errors a user can fix print one line `error: ...` and exit 1 (2 for usage errors), no traceback.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from nst.errors import NSTError, UsageError
+from nst.settings import CHOICES, Settings
+
+app = typer.Typer(help="Neural style transfer: `nst run CONTENT STYLE -o OUT.png`.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+plugins_app = typer.Typer(help="List installed plugins, or show one plugin's options.", invoke_without_command=True)
+app.add_typer(plugins_app, name="plugins")
+D = Settings()
+RUN = "Run options"
+STYLE = "Style options"
+OPT = "Optimisation"
+PLUG = "Plugins and config"
+
+
+def _console():
+    from rich.console import Console
+
+    return Console()
+
+
+def _version(value: bool) -> None:
+    if value:
+        from nst import __version__
+
+        typer.echo(f"nst {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False) -> None:
+    """Neural style transfer with plugins. Start with `nst run CONTENT STYLE -o OUT.png`."""
+
+
+def _choice(name: str) -> str:
+    return "|".join(CHOICES[name])
+
+
+def _parse_sets(items: list[str]) -> dict[str, dict[str, str]]:
+    """['depth.weight=2'] -> {'depth': {'weight': '2'}}."""
+    out: dict[str, dict[str, str]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        plugin, dot, name = key.strip().partition(".")
+        if not sep or not dot or not plugin or not name:
+            raise UsageError(f"--set expects PLUGIN.KEY=VALUE, got '{item}'")
+        out.setdefault(plugin, {})[name] = value
+    return out
+
+
+def _load_config(path: Path) -> dict[str, Any]:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise NSTError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise NSTError(f"{path}: cannot read config ({exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{path}: not valid TOML ({exc})") from None
+
+
+@app.command(no_args_is_help=True)
+def run(
+    inputs: Annotated[list[Path], typer.Argument(help="CONTENT image, then one or more STYLE images (PNG, JPEG, TIFF, WebP).", show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output image; format from the suffix (.png .jpg .webp .tif). Written atomically.", show_default=False)],
+    method: Annotated[Optional[str], typer.Option(help=f"Transfer method, from the method registry (`nst plugins` shows providers). [default: {D.method}]", rich_help_panel=RUN)] = None,
+    size: Annotated[Optional[int], typer.Option(help=f"Long side of the output in pixels. [default: {D.size}]", rich_help_panel=RUN)] = None,
+    steps: Annotated[Optional[int], typer.Option(help=f"Optimisation steps at each scale. [default: {D.steps}]", rich_help_panel=OPT)] = None,
+    content_weight: Annotated[Optional[float], typer.Option(help=f"Weight of the content loss. [default: {D.content_weight:g}]", rich_help_panel=STYLE)] = None,
+    style_weight: Annotated[Optional[float], typer.Option(help=f"Weight of the style loss; higher = more stylised. [default: {D.style_weight:g}]", rich_help_panel=STYLE)] = None,
+    tv_weight: Annotated[Optional[float], typer.Option(help=f"Total-variation weight (smoothness). [default: {D.tv_weight:g}]", rich_help_panel=STYLE)] = None,
+    style_loss: Annotated[Optional[str], typer.Option(help=f"Style loss: gram (Gatys), mmd (Li 2017) or mrf (Li & Wand patches). [{_choice('style_loss')}] [default: {D.style_loss}]", rich_help_panel=STYLE)] = None,
+    mmd_kernel: Annotated[Optional[str], typer.Option(help=f"Kernel for --style-loss mmd. [{_choice('mmd_kernel')}] [default: {D.mmd_kernel}]", rich_help_panel=STYLE)] = None,
+    style_blend: Annotated[Optional[str], typer.Option(help="Comma-separated weights, one per style image (normalised to sum 1). [default: equal]", rich_help_panel=STYLE)] = None,
+    style_scale: Annotated[Optional[float], typer.Option(help=f"Style image size relative to the output; smaller = finer strokes. [default: {D.style_scale:g}]", rich_help_panel=STYLE)] = None,
+    content_layers: Annotated[Optional[str], typer.Option(help=f"Comma-separated VGG layers for content. [default: {','.join(D.content_layers)}]", rich_help_panel=STYLE)] = None,
+    style_layers: Annotated[Optional[str], typer.Option(help=f"Comma-separated VGG layers for style. [default: {','.join(D.style_layers)}]", rich_help_panel=STYLE)] = None,
+    optimizer: Annotated[Optional[str], typer.Option(help=f"[{_choice('optimizer')}] [default: {D.optimizer}]", rich_help_panel=OPT)] = None,
+    lr: Annotated[Optional[float], typer.Option(help=f"Adam step size (pixels in 0..1). [default: {D.lr:g}]", rich_help_panel=OPT)] = None,
+    init: Annotated[Optional[str], typer.Option(help=f"Start image. [{_choice('init')}] [default: {D.init}]", rich_help_panel=OPT)] = None,
+    seed: Annotated[Optional[int], typer.Option(help=f"Random seed; runs on CPU are reproducible. [default: {D.seed}]", rich_help_panel=OPT)] = None,
+    scales: Annotated[Optional[int], typer.Option(help=f"Coarse-to-fine levels, each half the size of the next. [default: {D.scales}]", rich_help_panel=OPT)] = None,
+    preserve_colors: Annotated[Optional[str], typer.Option(help=f"Keep the content's colours: luminance-only transfer, or match the style's histogram to the content. [{_choice('preserve_colors')}] [default: {D.preserve_colors}]", rich_help_panel=STYLE)] = None,
+    pooling: Annotated[Optional[str], typer.Option(help=f"VGG pooling. [{_choice('pooling')}] [default: {D.pooling}]", rich_help_panel=RUN)] = None,
+    weights: Annotated[Optional[str], typer.Option(help=f"Encoder weights: a name from `nst weights` or a file path. [default: {D.weights}]", rich_help_panel=RUN)] = None,
+    device: Annotated[Optional[str], typer.Option(help=f"auto, cpu, cuda or cuda:N. [default: {D.device}]", rich_help_panel=RUN)] = None,
+    save_every: Annotated[Optional[int], typer.Option(help="Write OUT_stepNNNN.png every N steps (0 = never). [default: 0]", rich_help_panel=RUN)] = None,
+    plugin: Annotated[Optional[list[str]], typer.Option("--plugin", "-p", help="Plugin taking part in the run (repeatable).", rich_help_panel=PLUG)] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Plugin option PLUGIN.KEY=VALUE (repeatable); see `nst plugins show PLUGIN`.", rich_help_panel=PLUG)] = None,
+    config: Annotated[Optional[Path], typer.Option(help="TOML file with the same keys as these flags (e.g. style-weight = 1e5), `plugins = [..]` and [set.PLUGIN] tables. Flags win.", rich_help_panel=PLUG)] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.", rich_help_panel=RUN)] = False,
+) -> None:
+    """Stylise CONTENT with one or more STYLE images and write OUTPUT."""
+    from nst.api import run as run_api
+    from nst.core.images import check_output_path, save_image
+
+    values: dict[str, Any] = {}
+    plugins: list[str] = []
+    sets: dict[str, dict[str, Any]] = {}
+    if config is not None:
+        values = _load_config(config)
+        plugins = list(values.pop("plugins", values.pop("plugin", [])))
+        sets = values.pop("set", {})
+        if not isinstance(sets, dict) or not all(isinstance(v, dict) for v in sets.values()):
+            raise UsageError(f"{config}: [set] must hold one table per plugin, e.g. [set.depth]")
+    flags = dict(method=method, size=size, steps=steps, content_weight=content_weight, style_weight=style_weight,
+                 tv_weight=tv_weight, style_loss=style_loss, mmd_kernel=mmd_kernel, style_blend=style_blend,
+                 style_scale=style_scale, content_layers=content_layers, style_layers=style_layers, optimizer=optimizer,
+                 lr=lr, init=init, seed=seed, scales=scales, preserve_colors=preserve_colors, pooling=pooling,
+                 weights=weights, device=device, save_every=save_every)
+    values.update({k: v for k, v in flags.items() if v is not None})
+    for name, options in _parse_sets(set_ or []).items():
+        sets.setdefault(name, {}).update(options)
+    plugins = list(dict.fromkeys(plugins + (plugin or [])))
+    check_output_path(output)
+    content, styles = inputs[0], inputs[1:]
+    result = run_api(content, styles, plugins=plugins, options=sets, output=output, progress=not quiet,
+                     note=lambda msg: typer.echo(f"note: {msg}", err=True), **values)
+    save_image(result.image, output)
+    s = result.summary
+    typer.echo(f"wrote {output} ({s.pop('size')}, {s.pop('seconds')} s on {s.pop('device')})")
+    for key, value in s.items():
+        typer.echo(f"  {key}: {value}")
+
+
+@plugins_app.callback()
+def plugins_list(ctx: typer.Context) -> None:
+    """Every installed plugin: name, version, providing package, status (broken ones with their error)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from rich.table import Table
+
+    host = _host()
+    methods = host.methods()
+    options = host.options()
+    table = Table("name", "version", "package", "status", "provides")
+    for name, rec in sorted(host.records.items()):
+        provides = [f"method {m}" for m, meth in methods.items() if meth.plugin == name]
+        if options.get(name):
+            provides.append(f"{len(options[name])} option(s)")
+        status = "ok" if rec.status == "ok" else f"[red]error[/red]: {rec.error}"
+        table.add_row(name, rec.version, rec.package, status, ", ".join(provides))
+    _console().print(table)
+
+
+@plugins_app.command("show")
+def plugins_show(name: Annotated[str, typer.Argument(help="Plugin name, as listed by `nst plugins`.")]) -> None:
+    """One plugin's options (name, type, default, help) and the methods it provides."""
+    from rich.table import Table
+
+    host = _host()
+    host.check_plugin(name)
+    rec = host.records[name]
+    console = _console()
+    console.print(f"[bold]{name}[/bold] {rec.version} from {rec.package}")
+    for m in (m for m in host.methods().values() if m.plugin == name):
+        console.print(f"method [bold]{m.name}[/bold]: {m.help}")
+    options = host.options().get(name, {})
+    if not options:
+        console.print("no options")
+        return
+    table = Table("option", "type", "default", "help")
+    for key, opt in options.items():
+        kind = opt.type.__name__ + (f" ({'|'.join(map(str, opt.choices))})" if opt.choices else "")
+        table.add_row(f"{name}.{key}", kind, repr(opt.default), opt.help)
+    console.print(table)
+
+
+@app.command("weights")
+def weights_list() -> None:
+    """Every known weight source: name, status (embedded / cached / missing), size, sha256, origin."""
+    from rich.table import Table
+
+    from nst.core.weights import sha256_of
+
+    table = Table("name", "status", "size", "sha256", "origin", "description")
+    for src in _host().weights().sources.values():
+        path = src.path()
+        present = path.is_file()
+        size = f"{path.stat().st_size / 1e6:.1f} MB" if present else "-"
+        digest = sha256_of(path) if present else (f"{src.sha256}… (pinned prefix)" if src.sha256 and len(src.sha256) < 64 else src.sha256 or "-")
+        table.add_row(src.name, src.status(), size, digest, src.origin(), src.description)
+    _console().print(table)
+
+
+
+def _host():
+    from nst.api import default_host
+
+    return default_host()
+
+
+def _add_plugin_commands() -> None:
+    """Plugins may add sub-commands; one that fails is marked broken in `nst plugins`, not fatal."""
+    host = _host()
+    for impl in host.pm.hook.nst_register_commands.get_hookimpls():
+        try:
+            impl.function(app=app)
+        except Exception as exc:
+            rec = host.records.get(impl.plugin_name)
+            if rec is not None:
+                rec.status, rec.error = "error", f"nst_register_commands failed: {type(exc).__name__}: {exc}"
+
+
+def main() -> None:
+    """Console entry point: maps errors to one line and an exit code."""
+    try:
+        _add_plugin_commands()
+        app()
+    except UsageError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except NSTError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        typer.echo("error: interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:
+        if os.environ.get("NST_DEBUG"):
+            raise
+        typer.echo(f"error: unexpected failure ({type(exc).__name__}: {exc}); set NST_DEBUG=1 for the traceback", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,189 @@
+"""Loss functions on encoder features, and LossTerm, the unit every method and plugin contributes.
+
+Feature maps are (B, C, H, W); every loss returns a scalar tensor.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+
+from nst.errors import NSTError
+
+Features = dict[str, torch.Tensor]
+
+
+@dataclass
+class LossTerm:
+    """A named, weighted loss. `layers`: encoder layers it reads; `fn(features, image) -> scalar`.
+
+    The engine runs the encoder once per step on the union of every term's layers and calls each
+    term with the resulting dict and the image being optimised ((1, 3, H, W), RGB in [0, 1]).
+    """
+
+    name: str
+    weight: float
+    fn: Callable[[Features, torch.Tensor], torch.Tensor]
+    layers: tuple[str, ...] = field(default_factory=tuple)
+
+    def __call__(self, features: Features, image: torch.Tensor) -> torch.Tensor:
+        return self.weight * self.fn(features, image)
+
+
+# --- content -------------------------------------------------------------------------------------
+
+def content_loss(f: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Gatys content loss ½Σ(F − P)², divided by the number of elements so the weight is size-free."""
+    return 0.5 * (f - target).pow(2).sum() / f.numel()
+
+
+# --- Gram ----------------------------------------------------------------------------------------
+
+def gram_matrix(f: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, C) = F Fᵀ / (H W)."""
+    b, c, h, w = f.shape
+    flat = f.reshape(b, c, h * w)
+    return flat @ flat.transpose(1, 2) / (h * w)
+
+
+def gram_loss(f: torch.Tensor, target_gram: torch.Tensor) -> torch.Tensor:
+    """Gatys: E = Σ(G − A)² / (4 N² M²) with unnormalised Grams, N channels, M = H W positions.
+
+    With G = F Fᵀ / M (gram_matrix) this is Σ(G − A)² / (4 N²).
+    """
+    n = f.shape[1]
+    return (gram_matrix(f) - target_gram).pow(2).sum() / (4 * n * n * f.shape[0])
+
+
+# --- MMD (Li et al. 2017) ------------------------------------------------------------------------
+
+def _positions(f: torch.Tensor, max_samples: int, generator: torch.Generator | None) -> torch.Tensor:
+    """(1, C, H, W) -> (M, C) feature vectors, at most MAX_SAMPLES of them (random subset)."""
+    x = f[0].reshape(f.shape[1], -1).t()
+    if x.shape[0] > max_samples:
+        idx = torch.randperm(x.shape[0], generator=generator, device="cpu")[:max_samples].to(x.device)
+        x = x[idx]
+    return x
+
+
+def mmd_loss(f: torch.Tensor, s: torch.Tensor, kernel: str = "gaussian", max_samples: int = 1024,
+             generator: torch.Generator | None = None) -> torch.Tensor:
+    """Squared MMD between the feature distributions of F (1, C, H, W) and S (1, C, H', W').
+
+    kernel: "linear" k = xᵀy (matches means), "poly" k = (xᵀy)² (the Gram loss up to scale),
+    "gaussian" k = exp(−‖x − y‖² / (2σ²)) with σ² the mean squared distance of the style samples
+    (bandwidth fixed from S, so it is not optimised away), "meanstd" = Σ_c (μ_x − μ_s)² + (σ_x − σ_s)²
+    (Li et al.'s batch-norm statistics). Large maps are subsampled to MAX_SAMPLES positions.
+    """
+    c = f.shape[1]
+    if kernel == "meanstd":
+        fx, fs = f[0].reshape(c, -1), s[0].reshape(c, -1)
+        return ((fx.mean(1) - fs.mean(1)).pow(2).sum() + (fx.std(1) - fs.std(1)).pow(2).sum()) / c
+    x, y = _positions(f, max_samples, generator), _positions(s, max_samples, generator)
+    if kernel == "linear":
+        return (x.mean(0) - y.mean(0)).pow(2).sum() / c
+    if kernel == "poly":
+        k = lambda a, b: (a @ b.t()).pow(2)
+        return (k(x, x).mean() + k(y, y).mean() - 2 * k(x, y).mean()) / (c * c)
+    if kernel == "gaussian":
+        with torch.no_grad():
+            sigma2 = torch.cdist(y, y).pow(2).mean().clamp_min(1e-8)
+        k = lambda a, b: torch.exp(-torch.cdist(a, b).pow(2) / (2 * sigma2))
+        return k(x, x).mean() + k(y, y).mean() - 2 * k(x, y).mean()
+    raise NSTError(f"unknown MMD kernel '{kernel}' (gaussian, linear, poly, meanstd)")
+
+
+# --- MRF (Li & Wand 2016) ------------------------------------------------------------------------
+
+def extract_patches(f: torch.Tensor, size: int = 3, stride: int = 1) -> torch.Tensor:
+    """(1, C, H, W) -> (P, C, size, size): every SIZE×SIZE patch at STRIDE."""
+    c = f.shape[1]
+    p = F.unfold(f, size, stride=stride)  # (1, C*s*s, P)
+    return p[0].t().reshape(-1, c, size, size)
+
+
+def mrf_loss(f: torch.Tensor, style_patches: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+    """Li & Wand: each 3×3 patch of F (1, C, H, W) is matched to the style patch with the highest
+    normalised cross-correlation; loss = mean over patches of ‖Ψ_i(F) − Ψ_NN(i)(S)‖² / (C k²).
+
+    style_patches: (P, C, k, k) from extract_patches(style features).
+    """
+    k = style_patches.shape[-1]
+    norm = style_patches.flatten(1).norm(dim=1).clamp_min(1e-8)
+    with torch.no_grad():
+        best_score, best_idx = None, None
+        for start in range(0, style_patches.shape[0], chunk):
+            kernels = style_patches[start:start + chunk] / norm[start:start + chunk].view(-1, 1, 1, 1)
+            score = F.conv2d(f, kernels)[0]  # (P_chunk, H', W'); the patch norm of f is constant per position
+            s, i = score.max(0)
+            if best_score is None:
+                best_score, best_idx = s, i + start
+            else:
+                better = s > best_score
+                best_score = torch.where(better, s, best_score)
+                best_idx = torch.where(better, i + start, best_idx)
+    mine = extract_patches(f, k)
+    matched = style_patches[best_idx.flatten()]
+    return (mine - matched).pow(2).mean()
+
+
+# --- total variation -----------------------------------------------------------------------------
+
+def tv_loss(x: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference of neighbouring pixels, (B, C, H, W) -> scalar."""
+    dh = (x[..., 1:, :] - x[..., :-1, :]).pow(2).mean()
+    dw = (x[..., :, 1:] - x[..., :, :-1]).pow(2).mean()
+    return dh + dw
+
+
+# --- building terms ------------------------------------------------------------------------------
+
+STYLE_LOSSES = ("gram", "mmd", "mrf")
+
+
+def content_term(target: Features, layers: Iterable[str], weight: float) -> LossTerm:
+    layers = tuple(layers)
+
+    def fn(feats: Features, _img: torch.Tensor) -> torch.Tensor:
+        return sum(content_loss(feats[l], target[l]) for l in layers) / len(layers)
+
+    return LossTerm("content", weight, fn, layers)
+
+
+def style_term(kind: str, styles: list[Features], blend: list[float], layers: Iterable[str], weight: float,
+               mmd_kernel: str = "gaussian", seed: int = 0, name: str = "style") -> LossTerm:
+    """Style loss of KIND against several styles, Σ_i blend_i · mean over layers of loss(x, s_i).
+
+    For Gram this equals matching the blended Gram Σ_i blend_i A_i (up to a constant).
+    """
+    if kind not in STYLE_LOSSES:
+        raise NSTError(f"unknown style loss '{kind}' (choose {', '.join(STYLE_LOSSES)})")
+    layers = tuple(layers)
+    if kind == "mrf":
+        targets = [{l: extract_patches(s[l]) for l in layers} for s in styles]
+    elif kind == "gram":
+        targets = [{l: gram_matrix(s[l]) for l in layers} for s in styles]
+    else:
+        targets = [{l: s[l] for l in layers} for s in styles]
+    generator = torch.Generator().manual_seed(seed)
+
+    def one(f: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if kind == "gram":
+            return gram_loss(f, t)
+        if kind == "mmd":
+            return mmd_loss(f, t, mmd_kernel, generator=generator)
+        return mrf_loss(f, t)
+
+    def fn(feats: Features, _img: torch.Tensor) -> torch.Tensor:
+        total = 0.0
+        for w, target in zip(blend, targets):
+            total = total + w * sum(one(feats[l], target[l]) for l in layers) / len(layers)
+        return total
+
+    return LossTerm(name, weight, fn, layers)
+
+
+def tv_term(weight: float) -> LossTerm:
+    return LossTerm("tv", weight, lambda _f, img: tv_loss(img), ())

@@ -1,0 +1,55 @@
+"""In-process plugins that watch a run through nst_on_step: a rich progress bar and snapshots."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from nst.core.images import save_image
+from nst.plugins.manager import hookimpl
+
+
+class ProgressBar:
+    """Shows step, ETA and the current loss terms on stderr."""
+
+    name = "progress"
+
+    def __init__(self) -> None:
+        self._bar = None
+        self._task = None
+
+    @hookimpl
+    def nst_on_step(self, ctx, step, losses) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        if self._bar is None:
+            self._bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[losses]}"),
+                                 console=Console(stderr=True), transient=False)
+            self._bar.start()
+            self._task = self._bar.add_task(ctx.settings.method, total=ctx.total_steps, losses="")
+        text = "  ".join(f"{k} {v:.3g}" for k, v in losses.items())
+        size = f"{ctx.scale.size}px " if ctx.scale is not None else ""
+        self._bar.update(self._task, completed=step, losses=text, description=f"{ctx.settings.method} {size}")
+        if ctx.total_steps is not None and step >= ctx.total_steps:
+            self.close()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+
+class Snapshots:
+    """Every N steps, writes the current image next to the output as NAME_stepNNNN.png."""
+
+    name = "snapshots"
+
+    def __init__(self, output: Path, every: int) -> None:
+        self.output, self.every = Path(output), every
+        self.written: list[Path] = []
+
+    @hookimpl
+    def nst_on_step(self, step, image) -> None:
+        if step % self.every == 0:
+            path = self.output.with_name(f"{self.output.stem}_step{step:04d}.png")
+            self.written.append(save_image(image.clamp(0, 1), path))

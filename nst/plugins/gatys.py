@@ -1,0 +1,58 @@
+"""Built-in plugin `gatys`: the optimisation method, wired to the run hooks (schedule, losses, on_step)."""
+from __future__ import annotations
+
+import torch
+
+from nst.context import RunContext, Scale, ScaleState
+from nst.core import gatys
+from nst.core.images import resize, resize_long_side
+from nst.core.losses import content_term, style_term, tv_term
+from nst.plugins.manager import hookimpl
+
+
+def default_schedule(ctx: RunContext) -> list[Scale]:
+    s = ctx.settings
+    return [Scale(size, s.steps) for size in gatys.scale_sizes(s.size, s.scales)]
+
+
+def core_terms(ctx: RunContext, encoder) -> list:
+    """Content, style (blended over the styles) and TV terms for the current scale."""
+    s, state = ctx.settings, ctx.scale
+    with torch.no_grad():
+        target = encoder(state.content, s.content_layers)
+        style_feats = [encoder(img, s.style_layers) for img in state.styles]
+    return [
+        content_term(target, s.content_layers, s.content_weight),
+        style_term(s.style_loss, style_feats, ctx.style_weights, s.style_layers, s.style_weight, s.mmd_kernel, s.seed),
+        tv_term(s.tv_weight),
+    ]
+
+
+def run(ctx: RunContext) -> torch.Tensor:
+    """Coarse-to-fine optimisation; each scale starts from the previous result, upsampled."""
+    s = ctx.settings
+    schedule = ctx.hooks.schedule(ctx) or default_schedule(ctx)
+    ctx.total_steps = sum(scale.steps for scale in schedule)
+    encoder = ctx.encoder()
+    x, done = None, 0
+    for index, scale in enumerate(schedule):
+        content = resize_long_side(ctx.content, scale.size) if scale.size != max(ctx.content.shape[-2:]) else ctx.content
+        styles = [resize_long_side(img, max(16, round(scale.size * s.style_scale))) for img in ctx.styles]
+        ctx.scale = ScaleState(index, scale.size, content, styles)
+        terms = core_terms(ctx, encoder) + ctx.hooks.losses(ctx, encoder)
+        if x is None:
+            x = gatys.initial_image(s.init, content, styles[0] if styles else content, ctx.generator)
+        else:
+            x = resize(x, tuple(content.shape[-2:]))
+
+        def observe(step: int, image: torch.Tensor, losses: dict[str, float], offset: int = done) -> None:
+            ctx.hooks.on_step(ctx, offset + step, image, losses)
+
+        x = gatys.optimise(x, terms, encoder, scale.steps, s.optimizer, s.lr, observe)
+        done += scale.steps
+    return resize(x, tuple(ctx.content.shape[-2:]))
+
+
+@hookimpl
+def nst_register_methods(register) -> None:
+    register("gatys", run, help="Gatys et al. 2016: optimise the pixels against content, style and TV losses", needs_style=True)

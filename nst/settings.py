@@ -1,0 +1,124 @@
+"""The core options of a run: one dataclass shared by the CLI flags, the TOML config and the API."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from nst.core.encoder import LAYERS
+from nst.core.images import MAX_SIDE
+from nst.core.losses import STYLE_LOSSES
+from nst.errors import UsageError
+
+CHOICES = {
+    "style_loss": STYLE_LOSSES,
+    "mmd_kernel": ("gaussian", "linear", "poly", "meanstd"),
+    "optimizer": ("lbfgs", "adam"),
+    "init": ("content", "noise", "style"),
+    "preserve_colors": ("none", "luminance", "histogram"),
+    "pooling": ("max", "avg"),
+}
+
+
+@dataclass
+class Settings:
+    """Core options. Field names are the CLI flags with '-' for '_' and the config-file keys."""
+
+    method: str = "gatys"
+    size: int = 512
+    steps: int = 300
+    content_weight: float = 1.0
+    style_weight: float = 1e4
+    tv_weight: float = 1.0
+    style_loss: str = "gram"
+    mmd_kernel: str = "gaussian"
+    style_blend: list[float] | None = None
+    style_scale: float = 1.0
+    content_layers: list[str] = field(default_factory=lambda: ["relu4_2"])
+    style_layers: list[str] = field(default_factory=lambda: ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"])
+    optimizer: str = "lbfgs"
+    lr: float = 0.02
+    init: str = "content"
+    seed: int = 0
+    scales: int = 1
+    preserve_colors: str = "none"
+    pooling: str = "max"
+    weights: str = "vgg19"
+    device: str = "auto"
+    save_every: int = 0
+
+    def validate(self) -> "Settings":
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise UsageError(f"--{flag(name)} must be one of {', '.join(allowed)}, got '{getattr(self, name)}'")
+        if not 16 <= self.size <= MAX_SIDE:
+            raise UsageError(f"--size {self.size} is out of range (16 to {MAX_SIDE})")
+        for name in ("steps", "scales", "save_every", "seed"):
+            if getattr(self, name) < (1 if name in ("steps", "scales") else 0):
+                raise UsageError(f"--{flag(name)} must be {'at least 1' if name in ('steps', 'scales') else '0 or more'}, got {getattr(self, name)}")
+        for name in ("content_weight", "style_weight", "tv_weight"):
+            if getattr(self, name) < 0:
+                raise UsageError(f"--{flag(name)} must be 0 or more, got {getattr(self, name)}")
+        if not 0.05 <= self.style_scale <= 8:
+            raise UsageError(f"--style-scale must be between 0.05 and 8, got {self.style_scale}")
+        if self.lr <= 0:
+            raise UsageError(f"--lr must be positive, got {self.lr}")
+        if self.size / 2 ** (self.scales - 1) < 16:
+            raise UsageError(f"--scales {self.scales} is too many for --size {self.size} (the coarsest scale would be under 16 px)")
+        for name in ("content_layers", "style_layers"):
+            bad = [l for l in getattr(self, name) if l not in LAYERS]
+            if bad or not getattr(self, name):
+                raise UsageError(f"--{flag(name)}: unknown layer {', '.join(bad) or '(none given)'} (known: {', '.join(LAYERS)})")
+        if self.style_blend is not None and any(w < 0 for w in self.style_blend):
+            raise UsageError("--style-blend weights must be 0 or more")
+        return self
+
+
+def flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+FIELD_TYPES = {f.name: f.type for f in fields(Settings)}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """A config/API value to the field's type; lists may be given as comma-separated strings."""
+    kind = FIELD_TYPES[name]
+    try:
+        if kind == "int":
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if kind == "float":
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if kind == "str":
+            if not isinstance(value, (str, Path)):
+                raise ValueError
+            return str(value)
+        # list fields
+        items = value.split(",") if isinstance(value, str) else list(value)
+        if "float" in kind:
+            return [float(v) for v in items]
+        return [str(v).strip() for v in items]
+    except (TypeError, ValueError):
+        raise UsageError(f"{flag(name)}: expected {kind.replace(' | None', '')}, got {value!r}") from None
+
+
+def make_settings(values: dict[str, Any]) -> Settings:
+    """Settings from a dict of field names (dashes allowed), checking names, types and ranges."""
+    known = {f.name for f in fields(Settings)}
+    clean = {}
+    for key, value in values.items():
+        name = key.replace("-", "_")
+        if name not in known:
+            raise UsageError(f"unknown option '{key}' (known: {', '.join(sorted(flag(k) for k in known))})")
+        if value is not None:
+            clean[name] = _coerce(name, value)
+    return Settings(**clean).validate()
+
+
+def as_dict(settings: Settings) -> dict[str, Any]:
+    return dataclasses.asdict(settings)

@@ -1,0 +1,69 @@
+"""Shared fixtures: tiny random VGG19-shaped weights saved to a file, small generated images."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from nst.core.encoder import BLOCKS, CONVS
+
+TINY_WIDTHS = (4, 8, 8, 8, 8)  # channels per block: a VGG19 with the real topology, tiny widths
+
+
+def tiny_vgg_state(seed: int = 0, widths=TINY_WIDTHS) -> dict[str, torch.Tensor]:
+    """Random VGG19 conv weights in our layout ('conv{b}_{i}.weight'), He-initialised."""
+    g = torch.Generator().manual_seed(seed)
+    state, c_in = {}, 3
+    for name in CONVS:
+        b = int(name[4]) - 1
+        c_out = widths[b]
+        state[f"{name}.weight"] = torch.randn(c_out, c_in, 3, 3, generator=g) * (2.0 / (9 * c_in)) ** 0.5
+        state[f"{name}.bias"] = torch.zeros(c_out)
+        c_in = c_out
+    return state
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory) -> Path:
+    """Path of a .safetensors file with tiny random VGG19 weights (loads through --weights PATH)."""
+    from safetensors.torch import save_file
+
+    path = tmp_path_factory.mktemp("weights") / "tiny_vgg19.safetensors"
+    save_file(tiny_vgg_state(), str(path))
+    return path
+
+
+def gradient_image(w: int, h: int, seed: int = 0) -> Image.Image:
+    """A smooth colourful RGB image with a few shapes (structure for content tests)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w] / max(w, h)
+    arr = np.stack([x, y, 0.5 + 0.5 * np.sin(6 * x + 3 * y)], axis=2)
+    for _ in range(3):
+        cx, cy, r = rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.8), rng.uniform(0.08, 0.2)
+        arr[(x - cx) ** 2 + (y - cy) ** 2 < r * r] = rng.uniform(0, 1, 3)
+    return Image.fromarray((arr * 255).astype(np.uint8), "RGB")
+
+
+def stripes_image(w: int, h: int, period: int = 8) -> Image.Image:
+    """High-contrast diagonal stripes in two saturated colours (a strong, simple style)."""
+    y, x = np.mgrid[0:h, 0:w]
+    on = ((x + y) // (period // 2)) % 2 == 0
+    arr = np.where(on[..., None], np.array([230, 40, 30]), np.array([20, 40, 200]))
+    return Image.fromarray(arr.astype(np.uint8), "RGB")
+
+
+@pytest.fixture
+def content_path(tmp_path) -> Path:
+    path = tmp_path / "content.png"
+    gradient_image(64, 48).save(path)
+    return path
+
+
+@pytest.fixture
+def style_path(tmp_path) -> Path:
+    path = tmp_path / "style.png"
+    stripes_image(64, 64).save(path)
+    return path
