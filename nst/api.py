@@ -124,6 +124,7 @@ def run(content, styles: Iterable = (), *, plugins: Iterable[str | object] = (),
         style_ts = [_cap(s, config) for s in style_ts]
         style_ts = colors.prepare_styles(config.preserve_colors, content_t, style_ts)
         torch.manual_seed(config.seed)
+        torch.set_flush_denormal(True)  # denormal floats slow CPU convolutions many-fold
         registry = host.weights()
 
         def make_encoder() -> Encoder:

@@ -90,7 +90,7 @@ def run(
     style_blend: Annotated[Optional[str], typer.Option(help="Comma-separated weights, one per style image (normalised to sum 1). [default: equal]", rich_help_panel=STYLE)] = None,
     style_scale: Annotated[Optional[float], typer.Option(help=f"Style image size relative to the output; smaller = finer strokes. [default: {D.style_scale:g}]", rich_help_panel=STYLE)] = None,
     content_layers: Annotated[Optional[str], typer.Option(help=f"Comma-separated VGG layers for content. [default: {','.join(D.content_layers)}]", rich_help_panel=STYLE)] = None,
-    style_layers: Annotated[Optional[str], typer.Option(help=f"Comma-separated VGG layers for style. [default: {','.join(D.style_layers)}]", rich_help_panel=STYLE)] = None,
+    style_layers: Annotated[Optional[str], typer.Option(help="Comma-separated VGG layers for style. [default: relu1_1,relu2_1,relu3_1,relu4_1,relu5_1; mrf: relu3_1,relu4_1]", rich_help_panel=STYLE)] = None,
     optimizer: Annotated[Optional[str], typer.Option(help=f"[{_choice('optimizer')}] [default: {D.optimizer}]", rich_help_panel=OPT)] = None,
     lr: Annotated[Optional[float], typer.Option(help=f"Adam step size (pixels in 0..1). [default: {D.lr:g}]", rich_help_panel=OPT)] = None,
     init: Annotated[Optional[str], typer.Option(help=f"Start image. [{_choice('init')}] [default: {D.init}]", rich_help_panel=OPT)] = None,

@@ -20,6 +20,9 @@ CHOICES = {
     "pooling": ("max", "avg"),
 }
 
+GATYS_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+STYLE_LAYERS = {"gram": GATYS_LAYERS, "mmd": GATYS_LAYERS, "mrf": ("relu3_1", "relu4_1")}  # Li & Wand use 3_1, 4_1
+
 
 @dataclass
 class Settings:
@@ -29,26 +32,28 @@ class Settings:
     size: int = 512
     steps: int = 300
     content_weight: float = 1.0
-    style_weight: float = 1e4
-    tv_weight: float = 1.0
+    style_weight: float = 1e-2
+    tv_weight: float = 1e5
     style_loss: str = "gram"
     mmd_kernel: str = "gaussian"
     style_blend: list[float] | None = None
     style_scale: float = 1.0
     content_layers: list[str] = field(default_factory=lambda: ["relu4_2"])
-    style_layers: list[str] = field(default_factory=lambda: ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"])
+    style_layers: list[str] | None = None  # None: STYLE_LAYERS[style_loss]
     optimizer: str = "lbfgs"
     lr: float = 0.02
     init: str = "content"
     seed: int = 0
     scales: int = 1
     preserve_colors: str = "none"
-    pooling: str = "max"
+    pooling: str = "avg"
     weights: str = "vgg19"
     device: str = "auto"
     save_every: int = 0
 
     def validate(self) -> "Settings":
+        if self.style_layers is None and self.style_loss in STYLE_LAYERS:
+            self.style_layers = list(STYLE_LAYERS[self.style_loss])
         for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise UsageError(f"--{flag(name)} must be one of {', '.join(allowed)}, got '{getattr(self, name)}'")

@@ -106,7 +106,7 @@ class Encoder(nn.Module):
     Channel widths are read from the weights, so small test networks load through the same code.
     """
 
-    def __init__(self, weights: VGGWeights, pooling: str = "max", last: str = "relu5_4") -> None:
+    def __init__(self, weights: VGGWeights, pooling: str = "max", last: str = "pool5") -> None:
         super().__init__()
         if pooling not in ("max", "avg"):
             raise NSTError(f"pooling must be 'max' or 'avg', got '{pooling}'")

@@ -46,7 +46,7 @@ def optimise(image: torch.Tensor, terms: list[LossTerm], encoder: Encoder, steps
              lr: float = 0.02, on_step: StepObserver | None = None) -> torch.Tensor:
     """Minimise the sum of TERMS over the pixels of IMAGE (1, 3, H, W); returns the result in [0, 1].
 
-    L-BFGS (lr 1, no line search, one function evaluation per step) works on unconstrained pixels and
+    L-BFGS (one iteration per step, strong-Wolfe line search) works on unconstrained pixels and
     the result is clamped at the end; Adam (step LR) clamps after every step.
     """
     x = image.detach().clone().requires_grad_(True)

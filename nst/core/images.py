@@ -43,17 +43,25 @@ def _pil_to_array(img: Image.Image, name: str, note: Note) -> np.ndarray:
 
 
 def _decode_png16(path: Path) -> np.ndarray | None:
-    """16-bit PNGs keep their precision through torchvision (Pillow would cut RGB to 8 bits)."""
-    from torchvision.io import ImageReadMode, decode_png, read_file
+    """(H, W, 3) in [0, 1] from a 16-bit RGB(A) PNG via torchvision (Pillow cuts RGB to 8 bits);
+    alpha is composited on white. None if torchvision cannot decode it."""
+    import warnings
 
-    try:
-        data = decode_png(read_file(str(path)), mode=ImageReadMode.UNCHANGED)
-    except RuntimeError:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from torchvision.io import ImageReadMode, decode_png, read_file
+
+        try:
+            data = decode_png(read_file(str(path)), mode=ImageReadMode.UNCHANGED)
+        except RuntimeError:
+            return None
+    if data.dtype != torch.uint16 or data.shape[0] not in (3, 4):
         return None
-    if data.dtype != torch.uint16:
-        return None
-    arr = data.to(torch.float32).numpy() / 65535.0
-    return arr.transpose(1, 2, 0)
+    arr = data.to(torch.float32).numpy().transpose(1, 2, 0) / 65535.0
+    if arr.shape[2] == 4:
+        alpha = arr[..., 3:]
+        arr = arr[..., :3] * alpha + (1 - alpha)
+    return arr
 
 
 def load_image(path: str | os.PathLike, note: Note = _quiet) -> torch.Tensor:
@@ -70,21 +78,21 @@ def load_image(path: str | os.PathLike, note: Note = _quiet) -> torch.Tensor:
     if path.stat().st_size == 0:
         raise NSTError(f"{path}: empty file (0 bytes)")
     try:
-        with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img)
+        with Image.open(path) as raw:
+            is_png16 = raw.format == "PNG" and raw.mode in ("RGB", "RGBA") and _png_bit_depth(path) == 16
+            img = ImageOps.exif_transpose(raw)
             img.load()
             arr = _pil_to_array(img, path.name, note)
-            is_png16 = img.format == "PNG" and _png_bit_depth(path) == 16
     except UnidentifiedImageError:
         raise NSTError(f"{path}: not an image file (or a format Pillow cannot read)") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise NSTError(f"{path}: cannot read image ({exc})") from None
     except Image.DecompressionBombError as exc:
         raise NSTError(f"{path}: image too large ({exc})") from None
-    if is_png16 and img.mode in ("RGB", "RGBA"):
+    if is_png16:
         deep = _decode_png16(path)
         if deep is not None:
-            arr = deep[..., :3]
+            arr = deep
     return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)[None].contiguous()
 
 

@@ -111,6 +111,8 @@ def mrf_loss(f: torch.Tensor, style_patches: torch.Tensor, chunk: int = 4096) ->
     style_patches: (P, C, k, k) from extract_patches(style features).
     """
     k = style_patches.shape[-1]
+    if min(f.shape[-2:]) < k:
+        raise NSTError(f"MRF style loss needs feature maps of at least {k}x{k}, got {tuple(f.shape[-2:])}; use a larger --size or shallower --style-layers")
     norm = style_patches.flatten(1).norm(dim=1).clamp_min(1e-8)
     with torch.no_grad():
         best_score, best_idx = None, None
@@ -162,6 +164,9 @@ def style_term(kind: str, styles: list[Features], blend: list[float], layers: It
         raise NSTError(f"unknown style loss '{kind}' (choose {', '.join(STYLE_LOSSES)})")
     layers = tuple(layers)
     if kind == "mrf":
+        small = [l for s in styles for l in layers if min(s[l].shape[-2:]) < 3]
+        if small:
+            raise NSTError(f"MRF style loss: the style image is too small at layer {small[0]} (needs 3x3 features); raise --style-scale or --size")
         targets = [{l: extract_patches(s[l]) for l in layers} for s in styles]
     elif kind == "gram":
         targets = [{l: gram_matrix(s[l]) for l in layers} for s in styles]
