@@ -26,9 +26,10 @@ PLUG = "Plugins and config"
 
 
 def _console():
+    """Rich console on stdout; wide when piped so tables are not cut."""
     from rich.console import Console
 
-    return Console()
+    return Console(width=None if sys.stdout.isatty() else 160)
 
 
 def _version(value: bool) -> None:
@@ -185,19 +186,22 @@ def plugins_show(name: Annotated[str, typer.Argument(help="Plugin name, as liste
 @app.command("weights")
 def weights_list() -> None:
     """Every known weight source: name, status (embedded / cached / missing), size, sha256, origin."""
-    from rich.table import Table
-
     from nst.core.weights import sha256_of
 
-    table = Table("name", "status", "size", "sha256", "origin", "description")
+    console = _console()
     for src in _host().weights().sources.values():
         path = src.path()
         present = path.is_file()
         size = f"{path.stat().st_size / 1e6:.1f} MB" if present else "-"
-        digest = sha256_of(path) if present else (f"{src.sha256}… (pinned prefix)" if src.sha256 and len(src.sha256) < 64 else src.sha256 or "-")
-        table.add_row(src.name, src.status(), size, digest, src.origin(), src.description)
-    _console().print(table)
-
+        if present:
+            digest = sha256_of(path)
+        elif src.sha256:
+            digest = src.sha256 + ("… (published prefix)" if len(src.sha256) < 64 else "")
+        else:
+            digest = "unpinned"
+        colour = "green" if present else "yellow"
+        console.print(f"[bold]{src.name}[/bold]  [{colour}]{src.status()}[/{colour}]  {size}", highlight=False)
+        console.print(f"  sha256  {digest}\n  origin  {src.origin()}\n  file    {path}\n  about   {src.description}", highlight=False, soft_wrap=True)
 
 
 def _host():
@@ -206,22 +210,10 @@ def _host():
     return default_host()
 
 
-def _add_plugin_commands() -> None:
-    """Plugins may add sub-commands; one that fails is marked broken in `nst plugins`, not fatal."""
-    host = _host()
-    for impl in host.pm.hook.nst_register_commands.get_hookimpls():
-        try:
-            impl.function(app=app)
-        except Exception as exc:
-            rec = host.records.get(impl.plugin_name)
-            if rec is not None:
-                rec.status, rec.error = "error", f"nst_register_commands failed: {type(exc).__name__}: {exc}"
-
-
 def main() -> None:
     """Console entry point: maps errors to one line and an exit code."""
     try:
-        _add_plugin_commands()
+        _host().register_commands(app)
         app()
     except UsageError as exc:
         typer.echo(f"error: {exc}", err=True)

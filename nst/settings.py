@@ -32,7 +32,7 @@ class Settings:
     size: int = 512
     steps: int = 300
     content_weight: float = 1.0
-    style_weight: float = 1e-2
+    style_weight: float = 5e-3
     tv_weight: float = 1e5
     style_loss: str = "gram"
     mmd_kernel: str = "gaussian"

@@ -42,38 +42,52 @@ def evaluate(terms: list[LossTerm], encoder: Encoder, image: torch.Tensor) -> tu
     return total, parts
 
 
+class _BudgetSpent(Exception):
+    """Raised inside the closure when the step budget is used (L-BFGS may ask for more evaluations)."""
+
+
 def optimise(image: torch.Tensor, terms: list[LossTerm], encoder: Encoder, steps: int, optimizer: str = "lbfgs",
              lr: float = 0.02, on_step: StepObserver | None = None) -> torch.Tensor:
-    """Minimise the sum of TERMS over the pixels of IMAGE (1, 3, H, W); returns the result in [0, 1].
+    """Minimise the sum of TERMS over the pixels of IMAGE (1, 3, H, W); returns the best image seen, in [0, 1].
 
-    L-BFGS (one iteration per step, strong-Wolfe line search) works on unconstrained pixels and
-    the result is clamped at the end; Adam (step LR) clamps after every step.
+    A step is one loss evaluation (one encoder forward + backward), so every step costs the same.
+    L-BFGS uses a strong-Wolfe line search on unconstrained pixels; Adam takes steps of size LR and
+    clamps after each.
     """
     x = image.detach().clone().requires_grad_(True)
     if optimizer == "lbfgs":
-        opt = torch.optim.LBFGS([x], lr=1.0, max_iter=1, history_size=50, tolerance_grad=0.0, tolerance_change=0.0)
+        opt = torch.optim.LBFGS([x], lr=1.0, max_iter=steps, max_eval=steps, history_size=50, tolerance_grad=-1.0,
+                                tolerance_change=-1.0, line_search_fn="strong_wolfe")
     elif optimizer == "adam":
         opt = torch.optim.Adam([x], lr=lr)
     else:
         raise NSTError(f"unknown optimizer '{optimizer}' (lbfgs, adam)")
-    last: dict[str, float] = {}
+    done, best, best_loss = 0, x.detach().clone(), float("inf")
 
     def closure() -> torch.Tensor:
+        nonlocal done, best, best_loss
+        if done >= steps:
+            raise _BudgetSpent
         opt.zero_grad(set_to_none=True)
         total, parts = evaluate(terms, encoder, x)
+        if not torch.isfinite(total):
+            raise NSTError("the optimisation diverged (non-finite loss); lower the loss weights or use --optimizer adam")
         total.backward()
-        last.clear()
-        last.update({k: float(v.detach()) for k, v in parts.items()})
-        last["total"] = float(total.detach())
+        done += 1
+        if float(total.detach()) < best_loss:
+            best, best_loss = x.detach().clone(), float(total.detach())
+        if on_step is not None:
+            losses = {k: float(v.detach()) for k, v in parts.items()}
+            losses["total"] = float(total.detach())
+            on_step(done, x.detach(), losses)
         return total
 
-    for step in range(1, steps + 1):
-        opt.step(closure)
-        if optimizer == "adam":
-            with torch.no_grad():
-                x.clamp_(0, 1)
-        if not torch.isfinite(x).all():
-            raise NSTError("the optimisation diverged (non-finite pixels); lower the loss weights or use --optimizer adam")
-        if on_step is not None:
-            on_step(step, x.detach(), dict(last))
-    return x.detach().clamp(0, 1)
+    try:
+        while done < steps:
+            opt.step(closure)
+            if optimizer == "adam":
+                with torch.no_grad():
+                    x.clamp_(0, 1)
+    except _BudgetSpent:
+        pass
+    return best.clamp(0, 1)

@@ -121,11 +121,23 @@ class PluginHost:
         self.__dict__.pop("_methods", None)
         self.__dict__.pop("_options", None)
 
-    def _call_each(self, hook: str, **kwargs: Any) -> None:
-        """Call HOOK on each plugin separately, passing `plugin=<its name>` to KWARGS factories."""
+    def _call_each(self, hook: str, binder) -> None:
+        """Call HOOK on each plugin with its single argument from `binder(plugin_name) -> (value, undo)`. A plugin whose hook
+        raises is marked broken (shown by `nst plugins`, refused in runs) instead of breaking the host."""
         for impl in getattr(self.pm.hook, hook).get_hookimpls():
-            args = {k: (v(impl.plugin_name) if callable(v) and k == "register" else v) for k, v in kwargs.items()}
-            impl.function(**{k: args[k] for k in impl.argnames})
+            if self.records.get(impl.plugin_name, PluginRecord("", "", "", "ok")).status != "ok":
+                continue
+            value, undo = binder(impl.plugin_name)
+            try:
+                impl.function(**{k: value for k in impl.argnames})
+            except Exception as exc:
+                undo()
+                self.mark_broken(impl.plugin_name, f"{hook} failed: {type(exc).__name__}: {exc}")
+
+    def mark_broken(self, name: str, error: str) -> None:
+        rec = self.records.get(name)
+        if rec is not None:
+            rec.status, rec.error = "error", error.strip().splitlines()[0] if error.strip() else error
 
     # --- what exists ---------------------------------------------------------------------------
 
@@ -136,11 +148,15 @@ class PluginHost:
             def binder(plugin: str):
                 def register(name: str, run, help: str = "", needs_style: bool = True) -> None:
                     if name in found:
-                        raise NSTError(f"method '{name}' is provided by both {found[name].plugin} and {plugin}")
+                        raise NSTError(f"method '{name}' is already provided by {found[name].plugin}")
                     found[name] = Method(name, run, help, needs_style, plugin)
-                return register
 
-            self._call_each("nst_register_methods", register=binder)
+                def undo() -> None:
+                    for key in [k for k, m in found.items() if m.plugin == plugin]:
+                        del found[key]
+                return register, undo
+
+            self._call_each("nst_register_methods", binder)
             self._methods = found
         return self._methods
 
@@ -158,26 +174,42 @@ class PluginHost:
             def binder(plugin: str):
                 def register(key: str, type: type, default: Any, help: str = "", choices: Iterable | None = None) -> None:
                     if type not in OPTION_TYPES:
-                        raise NSTError(f"plugin {plugin}: option '{key}' has unsupported type {type!r}")
+                        raise NSTError(f"option '{key}' has unsupported type {type!r} (use bool, int, float, str or Path)")
                     specs.setdefault(plugin, {})[key] = Option(key, type, default, help, tuple(choices) if choices else None)
-                return register
+                return register, lambda: specs.pop(plugin, None)
 
-            self._call_each("nst_plugin_options", register=binder)
+            self._call_each("nst_plugin_options", binder)
             self._options = specs
         return self._options
 
     def weights(self) -> Registry:
         registry = Registry()
         register_vgg_sources(registry)
-        self.pm.hook.nst_register_weights(register=registry.add)
+
+        def binder(plugin: str):
+            added: list[str] = []
+
+            def register(source) -> None:
+                registry.add(source)
+                added.append(source.name)
+
+            def undo() -> None:
+                for name in added:
+                    registry.sources.pop(name, None)
+            return register, undo
+
+        self._call_each("nst_register_weights", binder)
         return registry
 
     def register_commands(self, app) -> None:
-        self.pm.hook.nst_register_commands(app=app)
+        """Let plugins add CLI sub-commands (a failing plugin is marked broken)."""
+        self._call_each("nst_register_commands", lambda plugin: (app, lambda: None))
 
     # --- a run ---------------------------------------------------------------------------------
 
     def check_plugin(self, name: str) -> None:
+        """Raise unless NAME is installed and loaded cleanly (its registration hooks included)."""
+        self.methods(), self.options()
         record = self.records.get(name)
         if record is None:
             raise UsageError(f"unknown plugin '{name}' (installed: {', '.join(sorted(self.records)) or 'none'})")

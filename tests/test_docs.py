@@ -1,0 +1,44 @@
+"""Every hook is documented and tested: docs/plugins.md has a `### nst_<name>` section for each hook
+spec in nst.hookspecs, and some other file under tests/ mentions it."""
+from __future__ import annotations
+
+import inspect
+import re
+from pathlib import Path
+
+import pytest
+
+from nst import hookspecs
+
+TESTS = Path(__file__).parent
+GUIDE = TESTS.parent / "docs" / "plugins.md"
+HOOKS = sorted(name for name, obj in inspect.getmembers(hookspecs, inspect.isfunction)
+               if name.startswith("nst_") and hasattr(obj, "nst_spec"))
+TEXT_SUFFIXES = {".py", ".md", ".toml", ".txt", ".cfg", ".ini"}
+
+
+def test_hooks_are_found():
+    assert "nst_losses" in HOOKS and len(HOOKS) >= 5
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+def test_hook_is_documented(hook):
+    text = GUIDE.read_text(encoding="utf-8")
+    assert re.search(rf"^### {re.escape(hook)}\s*$", text, re.M), f"docs/plugins.md has no '### {hook}' section"
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+def test_hook_is_tested(hook):
+    for path in TESTS.rglob("*"):
+        if (path.is_file() and path.suffix in TEXT_SUFFIXES and path.name != Path(__file__).name
+                and "__pycache__" not in path.parts):
+            if re.search(rf"\b{re.escape(hook)}\b", path.read_text(encoding="utf-8", errors="replace")):
+                return
+    pytest.fail(f"no file under tests/ mentions {hook}: add a test for it")
+
+
+@pytest.mark.parametrize("name, lang", [("pyproject.toml", "toml"), ("nst_example.py", "python")])
+def test_worked_example_matches_fixture(name, lang):
+    """The guide's worked example is the tested package, verbatim."""
+    source = (TESTS / "fixtures" / "nst-example-plugin" / name).read_text(encoding="utf-8")
+    assert f"```{lang}\n{source}```" in GUIDE.read_text(encoding="utf-8"), f"docs/plugins.md: {name} differs from the fixture"
