@@ -158,3 +158,35 @@ def test_cuda_without_gpu_is_a_clear_error(content_path, style_path, fast, monke
 def test_missing_style_is_an_error(content_path, fast):
     with pytest.raises(UsageError, match="needs at least one style"):
         nst.run(content_path, [], **fast)
+
+
+def _style_distance(encoder, x, s):
+    """Mean over relu1_1..relu5_1 of ‖G(x) − G(s)‖² / ‖G(s)‖², features at 128 px."""
+    from nst.core.images import resize_long_side
+    from nst.core.losses import gram_matrix
+
+    layers = ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
+    fx, fs = encoder(resize_long_side(x, 128), layers), encoder(resize_long_side(s, 128), layers)
+    return sum(((gram_matrix(fx[l]) - gram_matrix(fs[l])) ** 2).sum() / (gram_matrix(fs[l]) ** 2).sum() for l in layers) / 5
+
+
+def test_real_weights_quick_start_is_a_recognisable_transfer():
+    """The README's example images on the embedded VGG19: style statistics move most of the way to the
+    style while the coarse layout of the content stays (correlation of blurred luminance)."""
+    from pathlib import Path
+
+    import torch.nn.functional as F
+
+    from nst.core.encoder import Encoder, load_vgg
+    from nst.core.images import resize
+
+    assets = Path(__file__).parent.parent / "assets"
+    content, style = load_image(assets / "content.jpg"), load_image(assets / "style.jpg")
+    out = nst.run(content, [style], size=128, steps=80, note=lambda m: None).image
+    encoder = Encoder(load_vgg(nst.api.default_host().weights(), "vgg19", progress=False), "avg")
+    with torch.no_grad():
+        before, after = _style_distance(encoder, content, style), _style_distance(encoder, out, style)
+    assert after < 0.35 * before
+    luma = lambda t: F.avg_pool2d(resize(t, tuple(out.shape[-2:])).mean(1, keepdim=True), 8).flatten()
+    corr = torch.corrcoef(torch.stack([luma(out), luma(content)]))[0, 1]
+    assert corr > 0.8
