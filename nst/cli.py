@@ -15,7 +15,7 @@ from nst.errors import NSTError, UsageError
 from nst.settings import CHOICES, Settings
 
 app = typer.Typer(help="Neural style transfer: `nst run CONTENT STYLE -o OUT.png`.", no_args_is_help=True,
-                  pretty_exceptions_enable=False, add_completion=False)
+                  pretty_exceptions_enable=False, add_completion=False, rich_markup_mode=None)
 plugins_app = typer.Typer(help="List installed plugins, or show one plugin's options.", invoke_without_command=True)
 app.add_typer(plugins_app, name="plugins")
 D = Settings()
@@ -104,7 +104,7 @@ def run(
     save_every: Annotated[Optional[int], typer.Option(help="Write OUT_stepNNNN.png every N steps (0 = never). [default: 0]", rich_help_panel=RUN)] = None,
     plugin: Annotated[Optional[list[str]], typer.Option("--plugin", "-p", help="Plugin taking part in the run (repeatable).", rich_help_panel=PLUG)] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Plugin option PLUGIN.KEY=VALUE (repeatable); see `nst plugins show PLUGIN`.", rich_help_panel=PLUG)] = None,
-    config: Annotated[Optional[Path], typer.Option(help="TOML file with the same keys as these flags (e.g. style-weight = 1e5), `plugins = [..]` and [set.PLUGIN] tables. Flags win.", rich_help_panel=PLUG)] = None,
+    config: Annotated[Optional[Path], typer.Option(help="TOML file with the same keys as these flags (e.g. size = 768), `plugins = [..]` and [set.PLUGIN] tables. Flags win.", rich_help_panel=PLUG)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.", rich_help_panel=RUN)] = False,
 ) -> None:
     """Stylise CONTENT with one or more STYLE images and write OUTPUT."""
