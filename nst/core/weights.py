@@ -131,9 +131,9 @@ def read_tensors(path: Path) -> StateDict:
 
             return load_file(str(path))
         data = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a bad file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise NSTError(f"{path}: not a readable weights file ({first[:200]})") from None
+    except Exception:  # torch and safetensors raise many types for a bad file
+        raise NSTError(f"{path}: not a readable weights file (expected tensors in a .pth/.pt saved with torch.save, "
+                       "or a .safetensors file; pickled objects are refused)") from None
     if isinstance(data, dict) and "state_dict" in data and isinstance(data["state_dict"], dict):
         data = data["state_dict"]
     if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
