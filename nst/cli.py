@@ -102,12 +102,18 @@ def run(
     weights: Annotated[Optional[str], typer.Option(help=f"Encoder weights: a name from `nst weights` or a file path. [default: {D.weights}]", rich_help_panel=RUN)] = None,
     device: Annotated[Optional[str], typer.Option(help=f"auto, cpu, cuda or cuda:N. [default: {D.device}]", rich_help_panel=RUN)] = None,
     save_every: Annotated[Optional[int], typer.Option(help="Write OUT_stepNNNN.png every N steps (0 = never). [default: 0]", rich_help_panel=RUN)] = None,
+    model: Annotated[Optional[str], typer.Option(help="For --method johnson: the network file from `nst train`.", rich_help_panel=RUN)] = None,
+    strength: Annotated[Optional[float], typer.Option(help="For --method johnson: blend of stylised and content, 0..1. [default: 1]", rich_help_panel=RUN)] = None,
     plugin: Annotated[Optional[list[str]], typer.Option("--plugin", "-p", help="Plugin taking part in the run (repeatable).", rich_help_panel=PLUG)] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Plugin option PLUGIN.KEY=VALUE (repeatable); see `nst plugins show PLUGIN`.", rich_help_panel=PLUG)] = None,
     config: Annotated[Optional[Path], typer.Option(help="TOML file with the same keys as these flags (e.g. size = 768), `plugins = [..]` and [set.PLUGIN] tables. Flags win.", rich_help_panel=PLUG)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.", rich_help_panel=RUN)] = False,
 ) -> None:
-    """Stylise CONTENT with one or more STYLE images and write OUTPUT."""
+    """Stylise CONTENT with one or more STYLE images and write OUTPUT.
+
+    With a method that needs no style (johnson), CONTENT may be a folder or a glob ('photos/*.jpg'):
+    every image is stylised and written to the folder OUTPUT as NAME.png.
+    """
     from nst.api import run as run_api
     from nst.core.images import check_output_path, save_image
 
@@ -124,20 +130,139 @@ def run(
                  tv_weight=tv_weight, style_loss=style_loss, mmd_kernel=mmd_kernel, style_blend=style_blend,
                  style_scale=style_scale, content_layers=content_layers, style_layers=style_layers, optimizer=optimizer,
                  lr=lr, init=init, seed=seed, scales=scales, preserve_colors=preserve_colors, pooling=pooling,
-                 weights=weights, device=device, save_every=save_every)
+                 weights=weights, device=device, save_every=save_every, model=model, strength=strength)
     values.update({k: v for k, v in flags.items() if v is not None})
     for name, options in _parse_sets(set_ or []).items():
         sets.setdefault(name, {}).update(options)
     plugins = list(dict.fromkeys(plugins + (plugin or [])))
+    note = lambda msg: typer.echo(f"note: {msg}", err=True)
+    many = _expand_many(inputs[0])
+    if many is not None:
+        _run_many(many, inputs[1:], output, plugins, sets, quiet, note, values)
+        return
     check_output_path(output)
     content, styles = inputs[0], inputs[1:]
-    result = run_api(content, styles, plugins=plugins, options=sets, output=output, progress=not quiet,
-                     note=lambda msg: typer.echo(f"note: {msg}", err=True), **values)
+    result = run_api(content, styles, plugins=plugins, options=sets, output=output, progress=not quiet, note=note, **values)
     save_image(result.image, output)
     s = result.summary
     typer.echo(f"wrote {output} ({s.pop('size')}, {s.pop('seconds')} s on {s.pop('device')})")
     for key, value in s.items():
         typer.echo(f"  {key}: {value}")
+
+
+def _expand_many(first: Path) -> list[Path] | None:
+    """The images of a folder or glob pattern given as CONTENT, or None for a single file."""
+    import glob
+
+    from nst.core.photos import PHOTO_SUFFIXES
+
+    text = str(first)
+    if first.is_dir():
+        found = sorted(p for p in first.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES | {".tif", ".tiff"})
+    elif any(ch in text for ch in "*?[") and not first.exists():
+        found = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
+    else:
+        return None
+    if not found:
+        raise NSTError(f"{first}: no images to stylise")
+    return found
+
+
+def _run_many(images: list[Path], styles: list[Path], out_dir: Path, plugins, sets, quiet: bool, note, values) -> None:
+    """Stylise each image into OUT_DIR/NAME.png; the model stays loaded between images."""
+    import time
+
+    from rich.progress import Progress
+
+    from nst.api import run as run_api
+    from nst.core.images import save_image
+
+    if out_dir.suffix and not out_dir.is_dir():
+        raise UsageError(f"{out_dir}: with several inputs, -o must be a folder")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started, failed = time.perf_counter(), []
+    with Progress(disable=quiet, transient=True) as bar:
+        task = bar.add_task("stylising", total=len(images))
+        for path in images:
+            try:
+                result = run_api(path, styles, plugins=plugins, options=sets, progress=False, note=note, **values)
+                save_image(result.image, out_dir / f"{path.stem}.png")
+            except UsageError:
+                raise
+            except NSTError as exc:
+                failed.append(path)
+                note(str(exc))
+            bar.advance(task)
+    seconds = time.perf_counter() - started
+    done = len(images) - len(failed)
+    typer.echo(f"wrote {done} image(s) to {out_dir} ({seconds:.1f} s, {done / seconds:.1f} images/s)")
+    if failed:
+        raise NSTError(f"{len(failed)} image(s) could not be stylised (see the notes above)")
+
+
+@app.command(no_args_is_help=True)
+def train(
+    style: Annotated[Path, typer.Argument(help="The style image.", show_default=False)],
+    data: Annotated[Path, typer.Option(help="Folder tree of training photos (.jpg .png .webp); unreadable files are skipped and counted.", show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Model file to write (.safetensors); loss curves go next to it.", show_default=False)],
+    size: Annotated[Optional[int], typer.Option(help="Training crop size in pixels. [default: 256]")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Photos per step (per process under torchrun). [default: 4]")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Training steps. [default: 2000]")] = None,
+    epochs: Annotated[Optional[float], typer.Option(help="Passes over the data (instead of --steps).")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Adam learning rate. [default: 0.001]")] = None,
+    content_weight: Annotated[Optional[float], typer.Option(help="[default: 1]")] = None,
+    style_weight: Annotated[Optional[float], typer.Option(help="[default: 0.005]")] = None,
+    tv_weight: Annotated[Optional[float], typer.Option(help="[default: 100000]")] = None,
+    style_size: Annotated[Optional[int], typer.Option(help="Long side of the style image during training; larger = bigger strokes. [default: 1.5 x size]")] = None,
+    width: Annotated[Optional[int], typer.Option(help="Channels of the network's first layer; 16 is ~4x faster. [default: 32]")] = None,
+    content_layers: Annotated[Optional[str], typer.Option(help="[default: relu3_1]")] = None,
+    style_layers: Annotated[Optional[str], typer.Option(help="[default: relu1_1,relu2_1,relu3_1,relu4_1,relu5_1]")] = None,
+    weights: Annotated[Optional[str], typer.Option(help="Loss network weights. [default: vgg19]")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N (under torchrun: one GPU per process). [default: auto]")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="[default: 0]")] = None,
+    checkpoint_every: Annotated[Optional[int], typer.Option(help="Write MODEL.ckpt every N steps. [default: 200]")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Data-loading processes. [default: 2]")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from MODEL.ckpt with the same options; gives the same result as an uninterrupted run.")] = False,
+    plugin: Annotated[Optional[list[str]], typer.Option("--plugin", "-p", help="Plugin adding loss terms (repeatable).")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Plugin option PLUGIN.KEY=VALUE (repeatable).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Train a fast style network (Johnson et al. 2016) for STYLE on the photos in --data.
+
+    Data-parallel on several GPUs or nodes: torchrun --nproc-per-node N -m nst.cli train ...
+    """
+    from nst.training import train as train_api
+
+    flags = dict(size=size, batch_size=batch_size, steps=steps, epochs=epochs, lr=lr, content_weight=content_weight,
+                 style_weight=style_weight, tv_weight=tv_weight, style_size=style_size, width=width,
+                 content_layers=content_layers, style_layers=style_layers, weights=weights, device=device, seed=seed,
+                 checkpoint_every=checkpoint_every, workers=workers)
+    result = train_api(style, data, output, plugins=plugin or [], options=_parse_sets(set_ or []), resume=resume,
+                       progress=not quiet, note=lambda msg: typer.echo(f"note: {msg}", err=True),
+                       **{k: v for k, v in flags.items() if v is not None})
+    if result.model is not None:
+        last = result.losses[-1] if result.losses else {}
+        typer.echo(f"wrote {result.model} ({result.steps} steps, {result.seconds:.1f} s; final loss {last.get('total', 0):.4g})")
+        typer.echo(f"  loss curves: {result.model.name}.losses.csv, {result.model.name}.losses.png")
+
+
+@app.command("export", no_args_is_help=True)
+def export(
+    model: Annotated[Path, typer.Argument(help="A model file from `nst train`.", show_default=False)],
+    onnx: Annotated[Path, typer.Option("--onnx", help="ONNX file to write (input 'image', output 'stylised', (B, 3, H, W) in 0..1, any size).", show_default=False)],
+    opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
+) -> None:
+    """Export a trained style network to ONNX, for onnxruntime and other runtimes."""
+    from nst.core.images import check_writable
+    from nst.core.johnson import export_onnx, load_model
+
+    check_writable(onnx)
+    net, info = load_model(model)
+    try:
+        export_onnx(net, onnx, opset)
+    except ImportError as exc:
+        raise NSTError(f"ONNX export needs the onnx package ({exc.name}): pip install 'nst-suite[onnx]'") from None
+    typer.echo(f"wrote {onnx} (style {info.get('style', '?')}, opset {opset})")
 
 
 @plugins_app.callback()

@@ -1,6 +1,7 @@
 """In-process plugins that watch a run through nst_on_step: a rich progress bar and snapshots."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from nst.core.images import save_image
@@ -12,9 +13,12 @@ class ProgressBar:
 
     name = "progress"
 
-    def __init__(self) -> None:
+    def __init__(self, unit: str = "", per_step: int = 1) -> None:
+        """UNIT/PER_STEP: also show a rate, e.g. unit="img", per_step=batch size for training."""
+        self.unit, self.per_step = unit, per_step
         self._bar = None
         self._task = None
+        self._started, self._first = 0.0, 0
 
     @hookimpl
     def nst_on_step(self, ctx, step, losses) -> None:
@@ -26,10 +30,14 @@ class ProgressBar:
                                  TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[losses]}"),
                                  console=Console(stderr=True), transient=False)
             self._bar.start()
-            self._task = self._bar.add_task(ctx.settings.method, total=ctx.total_steps, losses="")
+            self._task = self._bar.add_task("", total=ctx.total_steps, losses="")
+            self._started, self._first = time.perf_counter(), step
         text = "  ".join(f"{k} {v:.3g}" for k, v in losses.items())
-        size = f"{ctx.scale.size}px " if ctx.scale is not None else ""
-        self._bar.update(self._task, completed=step, losses=text, description=f"{ctx.settings.method} {size}")
+        if self.unit and step > self._first:
+            text += f"  {(step - self._first) * self.per_step / (time.perf_counter() - self._started):.1f} {self.unit}/s"
+        label = getattr(ctx.settings, "method", "train")
+        size = f"{ctx.scale.size}px" if ctx.scale is not None else ""
+        self._bar.update(self._task, completed=step, losses=text, description=f"{label} {size}")
         if ctx.total_steps is not None and step >= ctx.total_steps:
             self.close()
 

@@ -50,6 +50,8 @@ class Settings:
     weights: str = "vgg19"
     device: str = "auto"
     save_every: int = 0
+    model: str | None = None
+    strength: float = 1.0
 
     def validate(self) -> "Settings":
         if self.style_layers is None and self.style_loss in STYLE_LAYERS:
@@ -67,6 +69,8 @@ class Settings:
                 raise UsageError(f"--{flag(name)} must be 0 or more, got {getattr(self, name)}")
         if not 0.05 <= self.style_scale <= 8:
             raise UsageError(f"--style-scale must be between 0.05 and 8, got {self.style_scale}")
+        if not 0 <= self.strength <= 1:
+            raise UsageError(f"--strength must be between 0 and 1, got {self.strength}")
         if self.lr <= 0:
             raise UsageError(f"--lr must be positive, got {self.lr}")
         if self.size / 2 ** (self.scales - 1) < 16:
@@ -99,7 +103,7 @@ def _coerce(name: str, value: Any) -> Any:
             if isinstance(value, bool):
                 raise ValueError
             return float(value)
-        if kind == "str":
+        if kind in ("str", "str | None"):
             if not isinstance(value, (str, Path)):
                 raise ValueError
             return str(value)

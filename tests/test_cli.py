@@ -63,7 +63,7 @@ def test_bad_content_inputs(run_cli, style_path, tiny, tmp_path, data, msg):
     out = tmp_path / "out.png"
     code, _, err = run_cli("run", bad, style_path, "-o", out, *tiny)
     assert code == 1 and re.search(msg, one_error_line(err))
-    assert not out.exists() and not list(tmp_path.glob("*.part"))
+    assert not out.exists() and not list(tmp_path.glob("*.part*"))
 
 
 @pytest.mark.parametrize("args,code,msg", [

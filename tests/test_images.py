@@ -127,7 +127,7 @@ def test_save_roundtrip_and_format_from_suffix(tmp_path):
             assert img.format == fmt and img.size == (12, 8)
     png = I.load_image(tmp_path / "o.png")
     assert (png - t).abs().max() < 1 / 255 + 1e-6
-    assert not list(tmp_path.glob("*.part"))
+    assert not list(tmp_path.glob("*.part*"))
 
 
 @pytest.mark.parametrize("name,msg", [("o.xyz", "unknown output format"), ("missing/o.png", "does not exist")])
@@ -158,4 +158,4 @@ def test_failed_save_leaves_old_file_and_no_temp(tmp_path, monkeypatch):
     monkeypatch.setattr(Image.Image, "save", boom)
     with pytest.raises(NSTError, match="No space left"):
         I.save_image(torch.rand(1, 3, 4, 4), out)
-    assert out.read_bytes() == b"old" and not list(tmp_path.glob("*.part"))
+    assert out.read_bytes() == b"old" and not list(tmp_path.glob("*.part*"))

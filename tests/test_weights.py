@@ -45,7 +45,7 @@ def test_bad_hash_is_rejected_and_nothing_cached(hub):
     with pytest.raises(NSTError, match="sha256"):
         src.fetch(progress=False)
     assert not src.path().exists()
-    assert not list(src.path().parent.glob("*.part"))
+    assert not list(src.path().parent.glob("*.part*"))
 
 
 def test_offline_error_names_source_and_local_file_route(hub):

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -11,6 +10,7 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from nst.core.files import atomic_path
 from nst.errors import NSTError
 
 SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF", ".webp": "WEBP", ".bmp": "BMP"}
@@ -149,12 +149,9 @@ def to_pil(image: torch.Tensor) -> Image.Image:
     return Image.fromarray(arr, "RGB")
 
 
-def check_output_path(path: str | os.PathLike) -> Path:
-    """Fail early (before any work) if PATH cannot be written: bad suffix, missing or read-only folder."""
+def check_writable(path: str | os.PathLike) -> Path:
+    """Fail early (before any work) if PATH cannot be written: missing or read-only folder, a folder."""
     path = Path(path)
-    fmt = SAVE_FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise NSTError(f"{path}: unknown output format '{path.suffix}' (use one of {', '.join(sorted(SAVE_FORMATS))})")
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise NSTError(f"{path}: folder {folder} does not exist")
@@ -165,6 +162,14 @@ def check_output_path(path: str | os.PathLike) -> Path:
     return path
 
 
+def check_output_path(path: str | os.PathLike) -> Path:
+    """check_writable, and the suffix must name an image format we can save."""
+    path = Path(path)
+    if SAVE_FORMATS.get(path.suffix.lower()) is None:
+        raise NSTError(f"{path}: unknown output format '{path.suffix}' (use one of {', '.join(sorted(SAVE_FORMATS))})")
+    return check_writable(path)
+
+
 def save_image(image: torch.Tensor | Image.Image, path: str | os.PathLike) -> Path:
     """Write atomically: a temp file in the target folder, then rename. Format from the suffix."""
     path = check_output_path(path)
@@ -172,14 +177,9 @@ def save_image(image: torch.Tensor | Image.Image, path: str | os.PathLike) -> Pa
     fmt = SAVE_FORMATS[path.suffix.lower()]
     if fmt == "JPEG" and pil.mode != "RGB":
         pil = pil.convert("RGB")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            pil.save(f, format=fmt, **({"quality": 95} if fmt in ("JPEG", "WEBP") else {}))
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise NSTError(f"{path}: cannot write ({exc.strerror or exc})") from None
-        raise
+        with atomic_path(path) as tmp:
+            pil.save(tmp, format=fmt, **({"quality": 95} if fmt in ("JPEG", "WEBP") else {}))
+    except OSError as exc:
+        raise NSTError(f"{path}: cannot write ({exc.strerror or exc})") from None
     return path

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from typing import Callable
 
 import torch
 
+from nst.core.files import atomic_path
 from nst.errors import NSTError
 
 StateDict = dict[str, torch.Tensor]
@@ -95,21 +95,18 @@ def sha256_of(path: Path) -> str:
 def download(url: str, dest: Path, sha256: str | None, what: str, progress: bool = True) -> Path:
     """Fetch URL to DEST atomically, checking sha256 (full digest or published prefix)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     hint = f"download {url} on a connected machine and pass the file's path instead of '{what}' (e.g. --weights PATH), or copy it to {dest}"
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=30) as resp:
-            total = int(resp.headers.get("Content-Length") or 0)
-            _copy_with_progress(resp, out, total, f"downloading {what}", progress)
-        digest = sha256_of(Path(tmp))
-        if sha256 and not digest.startswith(sha256.lower()):
-            raise NSTError(f"weights '{what}' from {url} failed the sha256 check (got {digest[:16]}…, expected {sha256[:16]}…); the download is corrupt or the file changed")
-        os.replace(tmp, dest)
+        with atomic_path(dest) as tmp:
+            with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=30) as resp:
+                total = int(resp.headers.get("Content-Length") or 0)
+                _copy_with_progress(resp, out, total, f"downloading {what}", progress)
+            digest = sha256_of(tmp)
+            if sha256 and not digest.startswith(sha256.lower()):
+                raise NSTError(f"weights '{what}' from {url} failed the sha256 check (got {digest[:16]}…, expected {sha256[:16]}…); the download is corrupt or the file changed")
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         reason = getattr(exc, "reason", None) or exc
         raise NSTError(f"weights '{what}' are not cached and could not be downloaded ({reason}); {hint}") from None
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     return dest
 
 

@@ -1,0 +1,128 @@
+"""Johnson et al. 2016 transformation network and its model file.
+
+The net maps (B, 3, H, W) RGB in [0, 1] to the same shape: 9×9 conv, two stride-2 convs, residual
+blocks, two nearest-upsample + conv stages (no checkerboard artefacts), 9×9 conv; instance norm
+throughout. Model files are safetensors with JSON metadata (no pickle).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nst.core.files import atomic_path
+from nst.errors import NSTError
+
+FORMAT = "nst-johnson"
+ARCH_VERSION = 1
+
+
+def _conv(c_in: int, c_out: int, k: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.ReflectionPad2d(k // 2), nn.Conv2d(c_in, c_out, k, stride))
+
+
+class ConvNormReLU(nn.Sequential):
+    def __init__(self, c_in: int, c_out: int, k: int, stride: int = 1, upsample: bool = False) -> None:
+        layers: list[nn.Module] = [nn.Upsample(scale_factor=2, mode="nearest")] if upsample else []
+        layers += [_conv(c_in, c_out, k, stride), nn.InstanceNorm2d(c_out, affine=True), nn.ReLU(inplace=True)]
+        super().__init__(*layers)
+
+
+class Residual(nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(_conv(c, c, 3), nn.InstanceNorm2d(c, affine=True), nn.ReLU(inplace=True),
+                                  _conv(c, c, 3), nn.InstanceNorm2d(c, affine=True))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class TransformerNet(nn.Module):
+    """Image transformation network; `width` channels in the first layer (Johnson: 32), `blocks` residuals."""
+
+    def __init__(self, width: int = 32, blocks: int = 5) -> None:
+        super().__init__()
+        self.config = {"width": width, "blocks": blocks}
+        w = width
+        self.down = nn.Sequential(ConvNormReLU(3, w, 9), ConvNormReLU(w, 2 * w, 3, 2), ConvNormReLU(2 * w, 4 * w, 3, 2))
+        self.res = nn.Sequential(*[Residual(4 * w) for _ in range(blocks)])
+        self.up = nn.Sequential(ConvNormReLU(4 * w, 2 * w, 3, upsample=True), ConvNormReLU(2 * w, w, 3, upsample=True))
+        self.out = _conv(w, 3, 9)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) in [0, 1] -> (B, 3, H, W) in [0, 1]; any H, W (reflect-padded to a multiple of 4)."""
+        h, w = x.shape[-2:]
+        ph, pw = (-h) % 4, (-w) % 4
+        y = F.pad(x * 2 - 1, (0, pw, 0, ph), mode="reflect") if ph or pw else x * 2 - 1
+        y = torch.sigmoid(self.out(self.up(self.res(self.down(y)))))
+        return y[..., :h, :w]
+
+
+def save_model(net: TransformerNet, path: str | os.PathLike, info: dict[str, Any]) -> Path:
+    """Write weights + metadata atomically as safetensors. INFO: what the model is (style, weights...)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    meta = {"format": FORMAT, "arch_version": str(ARCH_VERSION), "config": json.dumps(net.config), "info": json.dumps(info)}
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=meta)
+    return path
+
+
+def read_model_meta(path: str | os.PathLike) -> dict[str, str]:
+    """The metadata of an nst model file, checking it is ours and of a supported architecture version."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise NSTError(f"{path}: model file not found")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception:
+        raise NSTError(f"{path}: not an nst model file (not safetensors, or truncated)") from None
+    if meta.get("format") != FORMAT:
+        raise NSTError(f"{path}: not an nst Johnson model (format '{meta.get('format', 'none')}')")
+    if meta.get("arch_version") != str(ARCH_VERSION):
+        raise NSTError(f"{path}: model made for architecture version {meta.get('arch_version')}, this nst reads version "
+                       f"{ARCH_VERSION}; retrain it with `nst train`")
+    return meta
+
+
+def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[TransformerNet, dict[str, Any]]:
+    """(net in eval mode on DEVICE, info dict) from a file written by save_model."""
+    from safetensors.torch import load_file
+
+    meta = read_model_meta(path)
+    try:
+        config = json.loads(meta["config"])
+        net = TransformerNet(**config)
+        net.load_state_dict(load_file(str(path)))
+    except Exception as exc:
+        raise NSTError(f"{path}: damaged nst model file ({type(exc).__name__})") from None
+    return net.to(device).eval(), json.loads(meta.get("info", "{}"))
+
+
+def blend(stylised: torch.Tensor, content: torch.Tensor, strength: float) -> torch.Tensor:
+    """strength · stylised + (1 − strength) · content, shapes (B, 3, H, W)."""
+    return strength * stylised + (1 - strength) * content
+
+
+def export_onnx(net: TransformerNet, path: str | os.PathLike, opset: int = 17) -> Path:
+    """ONNX graph with input "image" and output "stylised", both (B, 3, H, W) in [0, 1], dynamic B/H/W."""
+    import warnings
+
+    path = Path(path)
+    axes = {0: "batch", 2: "height", 3: "width"}
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net.cpu().eval(), (torch.rand(1, 3, 64, 64),), str(tmp), dynamo=False, opset_version=opset,
+                          input_names=["image"], output_names=["stylised"], dynamic_axes={"image": axes, "stylised": axes})
+    return path

@@ -1,0 +1,40 @@
+"""Built-in plugin `johnson`: fast feed-forward transfer with a network trained by `nst train`."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nst.context import RunContext
+from nst.core.johnson import blend, load_model
+from nst.errors import UsageError
+from nst.plugins.manager import hookimpl
+
+_CACHE: dict[str, Any] = {}
+
+
+def cached_model(path: str, device: torch.device):
+    """load_model, kept while the same file (path, mtime) is asked for on the same device."""
+    p = Path(path)
+    key = (str(p.resolve()), p.stat().st_mtime if p.exists() else 0.0, str(device))
+    if _CACHE.get("key") != key:
+        _CACHE.clear()
+        _CACHE.update(key=key, value=load_model(p, device))
+    return _CACHE["value"]
+
+
+def run(ctx: RunContext) -> torch.Tensor:
+    """One forward pass of the style network, blended with the content by --strength."""
+    if not ctx.settings.model:
+        raise UsageError("--method johnson needs --model MODEL.safetensors (make one with `nst train`)")
+    net, info = cached_model(ctx.settings.model, ctx.device)
+    ctx.summary.setdefault("model", f"{Path(ctx.settings.model).name} (style {info.get('style', '?')}, {info.get('steps', '?')} steps)")
+    with torch.inference_mode():
+        return blend(net(ctx.content), ctx.content, ctx.settings.strength).clamp(0, 1)
+
+
+@hookimpl
+def nst_register_methods(register) -> None:
+    register("johnson", run, help="Johnson et al. 2016: a trained feed-forward network (--model), milliseconds per image",
+             needs_style=False)
