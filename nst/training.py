@@ -100,11 +100,15 @@ def make_train_settings(values: dict[str, Any]) -> TrainSettings:
 
 @dataclass
 class TrainResult:
+    """model: the file written (None on ranks other than 0); state: the trained weights (CPU tensors);
+    losses: one dict of weighted loss terms per step; skipped: unreadable training photos."""
+
     model: Path | None
     steps: int
     losses: list[dict[str, float]]
     skipped: list[str]
     seconds: float
+    state: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def _distributed() -> tuple[int, int]:
@@ -220,7 +224,8 @@ def train(style, data: str | Path, output: str | Path, *, plugins: Iterable[str 
             save_model(net, output, info)
             write_loss_curves(output, history)
             ckpt.unlink(missing_ok=True)
-    return TrainResult(output if rank == 0 else None, step, history, skipped, time.perf_counter() - started)
+    state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+    return TrainResult(output if rank == 0 else None, step, history, skipped, time.perf_counter() - started, state)
 
 
 def _version() -> str:
