@@ -52,7 +52,8 @@ def nst_register_weights(register: Callable[..., None]) -> None:
 
 @hookspec
 def nst_prepare(ctx: RunContext) -> dict[str, Any] | None:
-    """Run hook, once before the method starts: compute guides (depth maps, masks, stroke maps).
+    """Run hook, once before the method starts (or before training): compute guides (depth maps,
+    masks, stroke maps) or load models.
 
     ``ctx.content`` (1, 3, H, W) and ``ctx.styles`` (list of (1, 3, H_i, W_i)) are on ``ctx.device``
     at the output size. The returned dict is merged into ``ctx.guides``; prefix keys with the plugin
@@ -62,9 +63,11 @@ def nst_prepare(ctx: RunContext) -> dict[str, Any] | None:
 
 @hookspec
 def nst_losses(ctx: RunContext, encoder: Encoder) -> list[LossTerm] | None:
-    """Run hook, once per scale: extra loss terms for the optimisation (or for training).
+    """Run hook: extra loss terms, built for the current content. Gatys calls it once per scale;
+    `nst train` once per step, with the batch of training photos as content.
 
-    ``ctx.scale`` holds the current scale's content and styles; ``encoder`` is the shared VGG encoder.
+    ``ctx.scale`` holds the current content ((1, 3, h, w), or the (B, 3, S, S) batch in training) and
+    styles; ``encoder`` is the shared VGG encoder. The image a term sees has the content's shape.
     Each ``LossTerm(name, weight, fn, layers)`` names the encoder layers it reads; the engine runs
     the encoder once per step on the union of all terms' layers and calls ``fn(features, image)``.
     """
