@@ -172,6 +172,7 @@ def train(style, data: str | Path, output: str | Path, *, plugins: Iterable[str 
         encoder = Encoder(load_vgg(host.weights(), config.weights, progress), config.pooling).to(device)
         with torch.no_grad():
             style_feats = encoder(style_t, config.style_layers)
+        _check_readable(photos, data)
         loader = DataLoader(PhotoCrops(photos, config.size, config.seed), batch_size=config.batch_size,
                             sampler=StreamSampler(config.batch_size, start, config.steps - start, rank, world),
                             num_workers=config.workers, collate_fn=collate, persistent_workers=False)
@@ -203,7 +204,7 @@ def train(style, data: str | Path, output: str | Path, *, plugins: Iterable[str 
                 total.backward()
                 opt.step()
                 step += 1
-                losses = {k: float(v.detach()) for k, v in parts.items()} | {"total": float(total.detach())}
+                losses = _mean_over_ranks(parts, total, world)
                 history.append({"step": step, **losses})
                 ctx.hooks.on_step(ctx, step, out.detach(), losses)
                 if rank == 0 and step % config.checkpoint_every == 0 and step < config.steps:
@@ -212,6 +213,7 @@ def train(style, data: str | Path, output: str | Path, *, plugins: Iterable[str 
         except KeyboardInterrupt:
             if rank == 0 and step > start:
                 _save_checkpoint(ckpt, config, net, opt, step, history, skipped)
+                write_loss_curves(output, history)
                 note(f"interrupted at step {step}; checkpoint saved, continue with --resume")
             raise
         finally:
@@ -228,6 +230,28 @@ def train(style, data: str | Path, output: str | Path, *, plugins: Iterable[str 
     return TrainResult(output if rank == 0 else None, step, history, skipped, time.perf_counter() - started, state)
 
 
+def _check_readable(photos: list[Path], data) -> None:
+    """Fail with one line, before any worker starts, when not a single photo can be read."""
+    from nst.core.images import load_image
+
+    for path in photos:
+        try:
+            load_image(path)
+            return
+        except NSTError:
+            continue
+    raise NSTError(f"{data}: none of the {len(photos)} training images can be read")
+
+
+def _mean_over_ranks(parts: dict[str, torch.Tensor], total: torch.Tensor, world: int) -> dict[str, float]:
+    """The loss terms of this step as floats, averaged over all ranks (each saw its share of the batch)."""
+    values = torch.stack([v.detach() for v in parts.values()] + [total.detach()]).float()
+    if world > 1:
+        dist.all_reduce(values)
+        values /= world
+    return dict(zip([*parts, "total"], values.tolist()))
+
+
 def _version() -> str:
     from nst import __version__
 
@@ -237,7 +261,7 @@ def _version() -> str:
 def _save_checkpoint(path: Path, config: TrainSettings, net, opt, step: int, history, skipped) -> None:
     with atomic_path(path) as tmp:
         torch.save({"config": asdict(config), "net": net.state_dict(), "opt": opt.state_dict(), "step": step,
-                    "history": history, "skipped": skipped}, tmp)
+                    "history": history, "skipped": skipped, "world": _distributed()[1]}, tmp)
 
 
 def _load_checkpoint(path: Path, config: TrainSettings, net, opt, device) -> tuple[int, list, list]:
@@ -252,6 +276,9 @@ def _load_checkpoint(path: Path, config: TrainSettings, net, opt, device) -> tup
                           "style_size", "content_layers", "style_layers", "pooling", "weights") if saved.get(k) != asdict(config)[k]]
     if differ:
         raise UsageError(f"--resume: the checkpoint was made with other options ({', '.join(differ)}); use the same ones")
+    if state.get("world", 1) != _distributed()[1]:
+        raise UsageError(f"--resume: the checkpoint was made with {state.get('world', 1)} process(es), this run has "
+                         f"{_distributed()[1]}; use the same number so every photo is seen as before")
     net.load_state_dict(state["net"])
     opt.load_state_dict(state["opt"])
     if state["step"] >= config.steps:

@@ -59,7 +59,7 @@ class TransformerNet(nn.Module):
         """(B, 3, H, W) in [0, 1] -> (B, 3, H, W) in [0, 1]; any H, W (reflect-padded to a multiple of 4)."""
         h, w = x.shape[-2:]
         ph, pw = (-h) % 4, (-w) % 4
-        y = F.pad(x * 2 - 1, (0, pw, 0, ph), mode="reflect") if ph or pw else x * 2 - 1
+        y = F.pad(x * 2 - 1, (0, pw, 0, ph), mode="reflect")  # always, so an ONNX trace pads any size
         y = torch.sigmoid(self.out(self.up(self.res(self.down(y)))))
         return y[..., :h, :w]
 
