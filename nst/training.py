@@ -43,6 +43,7 @@ class TrainSettings:
     tv_weight: float = 1e5
     style_size: int | None = None  # default: 1.5 × size
     width: int = 32
+    blocks: int = 5
     content_layers: list[str] = field(default_factory=lambda: ["relu3_1"])
     style_layers: list[str] = field(default_factory=lambda: list(GATYS_LAYERS))
     pooling: str = "avg"
@@ -55,8 +56,8 @@ class TrainSettings:
     def validate(self, photos: int, world: int) -> "TrainSettings":
         if not 16 <= self.size <= 2048:
             raise UsageError(f"--size {self.size} is out of range (16 to 2048)")
-        if self.batch_size < 1 or self.width < 1 or self.workers < 0 or self.checkpoint_every < 1:
-            raise UsageError("--batch-size, --width and --checkpoint-every must be at least 1, --workers 0 or more")
+        if min(self.batch_size, self.width, self.blocks, self.checkpoint_every) < 1 or self.workers < 0:
+            raise UsageError("--batch-size, --width, --blocks and --checkpoint-every must be at least 1, --workers 0 or more")
         if self.steps is not None and self.epochs is not None:
             raise UsageError("give --steps or --epochs, not both")
         if self.epochs is not None:
@@ -160,7 +161,7 @@ def train(style, data: str | Path, output: str | Path, *, plugins: Iterable[str 
         style_t = resize_long_side(as_tensor(style, note), config.style_size).to(device)
         torch.manual_seed(config.seed)
         torch.set_flush_denormal(True)
-        net = TransformerNet(config.width).to(device)
+        net = TransformerNet(config.width, config.blocks).to(device)
         opt = torch.optim.Adam(net.parameters(), lr=config.lr)
         start, history, skipped = 0, [], []
         ckpt = checkpoint_path(output)
@@ -272,7 +273,7 @@ def _load_checkpoint(path: Path, config: TrainSettings, net, opt, device) -> tup
         saved = state["config"]
     except Exception:
         raise NSTError(f"{path}: damaged checkpoint; delete it to start over") from None
-    differ = [k for k in ("size", "batch_size", "width", "lr", "content_weight", "style_weight", "tv_weight", "seed",
+    differ = [k for k in ("size", "batch_size", "width", "blocks", "lr", "content_weight", "style_weight", "tv_weight", "seed",
                           "style_size", "content_layers", "style_layers", "pooling", "weights") if saved.get(k) != asdict(config)[k]]
     if differ:
         raise UsageError(f"--resume: the checkpoint was made with other options ({', '.join(differ)}); use the same ones")
