@@ -211,7 +211,7 @@ def train(
     epochs: Annotated[Optional[float], typer.Option(help="Passes over the data (instead of --steps).")] = None,
     lr: Annotated[Optional[float], typer.Option(help="Adam learning rate. [default: 0.001]")] = None,
     content_weight: Annotated[Optional[float], typer.Option(help="[default: 1]")] = None,
-    style_weight: Annotated[Optional[float], typer.Option(help="[default: 0.005]")] = None,
+    style_weight: Annotated[Optional[float], typer.Option(help="Higher = more stylised. [default: 0.0005]")] = None,
     tv_weight: Annotated[Optional[float], typer.Option(help="[default: 100000]")] = None,
     style_size: Annotated[Optional[int], typer.Option(help="Long side of the style image during training; larger = bigger strokes. [default: 1.5 x size]")] = None,
     width: Annotated[Optional[int], typer.Option(help="Channels of the network's first layer; 16 is ~3x faster at inference. [default: 32]")] = None,

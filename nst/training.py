@@ -39,7 +39,7 @@ class TrainSettings:
     epochs: float | None = None
     lr: float = 1e-3
     content_weight: float = 1.0
-    style_weight: float = 5e-3
+    style_weight: float = 5e-4
     tv_weight: float = 1e5
     style_size: int | None = None  # default: 1.5 × size
     width: int = 32

@@ -1,6 +1,7 @@
 """Shared fixtures: tiny random VGG19-shaped weights saved to a file, small generated images."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -67,3 +68,31 @@ def style_path(tmp_path) -> Path:
     path = tmp_path / "style.png"
     stripes_image(64, 64).save(path)
     return path
+
+
+def nst_main(capsys, monkeypatch, *args):
+    """Run `nst ARGS` in-process; returns (exit code, stdout, stderr)."""
+    from nst import cli
+
+    monkeypatch.setattr(sys, "argv", ["nst", *map(str, args)])
+    try:
+        cli.main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def run_cli(capsys, monkeypatch):
+    """run_cli(*args) -> (exit code, stdout, stderr) of `nst ARGS`, in-process."""
+    return lambda *args: nst_main(capsys, monkeypatch, *args)
+
+
+def one_error_line(err: str) -> str:
+    """Assert ERR is exactly one `error: ...` line with no traceback; return it."""
+    lines = [l for l in err.strip().splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    return lines[0]

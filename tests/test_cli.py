@@ -7,36 +7,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nst import cli
-
-
-def nst_main(capsys, monkeypatch, *args):
-    """Run `nst ARGS` in-process; returns (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["nst", *map(str, args)])
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-@pytest.fixture
-def run_cli(capsys, monkeypatch):
-    return lambda *args: nst_main(capsys, monkeypatch, *args)
+from conftest import one_error_line
 
 
 @pytest.fixture
 def tiny(tiny_weights):
     return ["--weights", tiny_weights, "--size", "32", "--steps", "2", "-q"]
-
-
-def one_error_line(err: str) -> str:
-    lines = [l for l in err.strip().splitlines() if l.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert "Traceback" not in err
-    return lines[0]
 
 
 def test_run_writes_output_and_reports(run_cli, content_path, style_path, tiny, tmp_path):

@@ -28,7 +28,7 @@ from nst.plugins.manager import PluginHost
 from nst.training import checkpoint_path, train
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import gradient_image, stripes_image  # noqa: E402
+from conftest import gradient_image, one_error_line, stripes_image  # noqa: E402
 
 TOL8 = 1 / 255 + 1e-6  # one step of 8-bit quantisation
 
@@ -43,30 +43,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def nst_main(capsys, monkeypatch, *args):
-    """Run `nst ARGS` in-process; returns (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["nst", *map(str, args)])
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-@pytest.fixture
-def run_cli(capsys, monkeypatch):
-    return lambda *args: nst_main(capsys, monkeypatch, *args)
-
-
-def one_error_line(err: str) -> str:
-    lines = [l for l in err.strip().splitlines() if l.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert "Traceback" not in err
-    return lines[0]
 
 
 def make_photos(folder: Path, count: int = 6) -> Path:
