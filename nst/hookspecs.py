@@ -70,6 +70,8 @@ def nst_losses(ctx: RunContext, encoder: Encoder) -> list[LossTerm] | None:
     styles; ``encoder`` is the shared VGG encoder. The image a term sees has the content's shape.
     Each ``LossTerm(name, weight, fn, layers)`` names the encoder layers it reads; the engine runs
     the encoder once per step on the union of all terms' layers and calls ``fn(features, image)``.
+    A term named "content", "style" or "tv" replaces the core term of that name (e.g. region-wise
+    style in place of the global one).
     """
 
 

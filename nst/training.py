@@ -23,7 +23,7 @@ from nst.core.encoder import LAYERS, Encoder, load_vgg
 from nst.core.files import atomic_path
 from nst.core.images import as_tensor, check_writable, resize_long_side
 from nst.core.johnson import TransformerNet, save_model
-from nst.core.losses import content_term, style_term, tv_term
+from nst.core.losses import content_term, merge_terms, style_term, tv_term
 from nst.core.photos import PhotoCrops, StreamSampler, collate, find_photos
 from nst.errors import NSTError, UsageError
 from nst.settings import GATYS_LAYERS
@@ -195,8 +195,8 @@ def train(style, data: str | Path, output: str | Path, *, plugins: Iterable[str 
                     target = encoder(batch, config.content_layers)
                 ctx.content = batch
                 ctx.scale = ScaleState(step, config.size, batch, [style_t])
-                terms = [content_term(target, config.content_layers, config.content_weight), style_loss,
-                         tv_term(config.tv_weight)] + ctx.hooks.losses(ctx, encoder)
+                terms = merge_terms([content_term(target, config.content_layers, config.content_weight), style_loss,
+                                     tv_term(config.tv_weight)], ctx.hooks.losses(ctx, encoder))
                 out = model(batch)
                 feats = encoder(out, {l for t in terms for l in t.layers})
                 parts = {t.name: t(feats, out) for t in terms}

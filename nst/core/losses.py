@@ -192,3 +192,34 @@ def style_term(kind: str, styles: list[Features], blend: list[float], layers: It
 
 def tv_term(weight: float) -> LossTerm:
     return LossTerm("tv", weight, lambda _f, img: tv_loss(img), ())
+
+
+def merge_terms(core: list[LossTerm], extra: list[LossTerm]) -> list[LossTerm]:
+    """CORE terms plus EXTRA ones; an extra term named like a core term (content, style, tv) replaces it."""
+    replaced = {t.name for t in extra}
+    return [t for t in core if t.name not in replaced] + extra
+
+
+# --- guided (masked) style -----------------------------------------------------------------------
+
+def resize_masks(masks: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """(1, K, H, W) soft masks -> (1, K, h, w) by area averaging (each cell keeps its region fraction)."""
+    if tuple(masks.shape[-2:]) == tuple(hw):
+        return masks
+    if hw[0] <= masks.shape[-2] and hw[1] <= masks.shape[-1]:
+        return F.interpolate(masks, size=hw, mode="area")
+    return F.interpolate(masks, size=hw, mode="bilinear", align_corners=False)
+
+
+def guided_gram(f: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Gram of the features inside a region: Σ_i m_i f_i f_iᵀ / Σ_i m_i. f (1, C, h, w), mask (1, 1, h, w) -> (1, C, C)."""
+    c = f.shape[1]
+    flat = f.reshape(1, c, -1)
+    m = mask.reshape(1, 1, -1)
+    return (flat * m) @ flat.transpose(1, 2) / m.sum().clamp_min(1e-8)
+
+
+def guided_gram_loss(f: torch.Tensor, mask: torch.Tensor, target_gram: torch.Tensor) -> torch.Tensor:
+    """gram_loss restricted to a region (Gatys et al. 2017 spatial control), normalised by region size."""
+    n = f.shape[1]
+    return (guided_gram(f, mask) - target_gram).pow(2).sum() / (4 * n * n)

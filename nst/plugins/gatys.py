@@ -6,7 +6,7 @@ import torch
 from nst.context import RunContext, Scale, ScaleState
 from nst.core import gatys
 from nst.core.images import resize, resize_long_side
-from nst.core.losses import content_term, style_term, tv_term
+from nst.core.losses import content_term, merge_terms, style_term, tv_term
 from nst.plugins.manager import hookimpl
 
 
@@ -39,7 +39,7 @@ def run(ctx: RunContext) -> torch.Tensor:
         content = resize_long_side(ctx.content, scale.size) if scale.size != max(ctx.content.shape[-2:]) else ctx.content
         styles = [resize_long_side(img, max(16, round(scale.size * s.style_scale))) for img in ctx.styles]
         ctx.scale = ScaleState(index, scale.size, content, styles)
-        terms = core_terms(ctx, encoder) + ctx.hooks.losses(ctx, encoder)
+        terms = merge_terms(core_terms(ctx, encoder), ctx.hooks.losses(ctx, encoder))
         if x is None:
             x = gatys.initial_image(s.init, content, styles[0] if styles else content, ctx.generator)
         else:
