@@ -73,7 +73,7 @@ def blend_weights(blend: list[float] | None, count: int) -> list[float]:
 
 
 @contextmanager
-def _in_process(host: PluginHost, plugins: Iterable[object]):
+def plugins_for_call(host: PluginHost, plugins: Iterable[object]):
     """Register plugin objects for the duration of a run; yields their names."""
     added = [host.register(p) for p in plugins]
     try:
@@ -111,7 +111,7 @@ def run(content, styles: Iterable = (), *, plugins: Iterable[str | object] = (),
         snapshots = Snapshots(check_output_path(output), config.save_every)
         observers.append(snapshots)
 
-    with _in_process(host, objects + observers) as added:
+    with plugins_for_call(host, objects + observers) as added:
         method = host.method(config.method)
         active = list(dict.fromkeys([method.plugin, *named, *added]))
         resolved = host.resolve_options(active, options or {})
@@ -132,7 +132,7 @@ def run(content, styles: Iterable = (), *, plugins: Iterable[str | object] = (),
 
         ctx = RunContext(settings=config, device=device, content=content_t.to(device),
                          styles=[s.to(device) for s in style_ts], style_weights=weights, options=resolved,
-                         hooks=host.run_hooks(active), encoder_factory=make_encoder, note=note,
+                         hooks=host.run_hooks(active), encoder_factory=make_encoder, weights=registry, note=note,
                          output=Path(output) if output else None,
                          generator=torch.Generator().manual_seed(config.seed))
         started = time.perf_counter()

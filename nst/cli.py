@@ -228,7 +228,7 @@ def train(
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Plugin option PLUGIN.KEY=VALUE (repeatable).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
-    """Train a fast style network (Johnson et al. 2016) for STYLE on the photos in --data.
+    """Train a fast feed-forward style network for STYLE on the photos in --data (Johnson 2016).
 
     Data-parallel on several GPUs or nodes: torchrun --nproc-per-node N -m nst.cli train ...
     """

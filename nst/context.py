@@ -11,6 +11,7 @@ from nst.settings import Settings
 
 if TYPE_CHECKING:
     from nst.core.encoder import Encoder
+    from nst.core.weights import Registry
     from nst.plugins.manager import RunHooks
 
 
@@ -54,7 +55,8 @@ class RunContext:
     preparation); style_weights: blend weights summing to 1; options: {plugin: {key: value}} for the
     plugins taking part; guides: what nst_prepare hooks returned; summary: figures a plugin wants
     reported at the end (name -> value); scale: the current ScaleState while a method runs;
-    total_steps: set by the method when it knows how many on_step calls will come.
+    total_steps: set by the method when it knows how many on_step calls will come; weights: the
+    registry of weight sources (VGG and every plugin's), for plugins that load their own networks.
     """
 
     settings: Settings
@@ -65,6 +67,7 @@ class RunContext:
     options: dict[str, dict[str, Any]]
     hooks: "RunHooks"
     encoder_factory: Callable[[], "Encoder"]
+    weights: "Registry"
     note: Callable[[str], None] = print
     output: Path | None = None
     guides: dict[str, Any] = field(default_factory=dict)

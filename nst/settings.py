@@ -1,7 +1,6 @@
 """The core options of a run: one dataclass shared by the CLI flags, the TOML config and the API."""
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -88,46 +87,44 @@ def flag(name: str) -> str:
     return name.replace("_", "-")
 
 
-FIELD_TYPES = {f.name: f.type for f in fields(Settings)}
-
-
-def _coerce(name: str, value: Any) -> Any:
-    """A config/API value to the field's type; lists may be given as comma-separated strings."""
-    kind = FIELD_TYPES[name]
+def _coerce(name: str, kind: str, value: Any) -> Any:
+    """A config/API value to a field's type (KIND as annotated); lists may be comma-separated strings."""
+    base = kind.replace(" | None", "")
     try:
-        if kind == "int":
+        if base == "int":
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError
             return int(value)
-        if kind == "float":
+        if base == "float":
             if isinstance(value, bool):
                 raise ValueError
             return float(value)
-        if kind in ("str", "str | None"):
+        if base == "str":
             if not isinstance(value, (str, Path)):
                 raise ValueError
             return str(value)
-        # list fields
-        items = value.split(",") if isinstance(value, str) else list(value)
-        if "float" in kind:
+        items = value.split(",") if isinstance(value, str) else list(value)  # list fields
+        if "float" in base:
             return [float(v) for v in items]
         return [str(v).strip() for v in items]
     except (TypeError, ValueError):
-        raise UsageError(f"{flag(name)}: expected {kind.replace(' | None', '')}, got {value!r}") from None
+        raise UsageError(f"{flag(name)}: expected {base}, got {value!r}") from None
+
+
+def parse_fields(cls, values: dict[str, Any], what: str = "option") -> dict[str, Any]:
+    """Keyword arguments for dataclass CLS from VALUES (keys with dashes allowed, None = not given),
+    checking names and types."""
+    types = {f.name: f.type for f in fields(cls)}
+    clean = {}
+    for key, value in values.items():
+        name = key.replace("-", "_")
+        if name not in types:
+            raise UsageError(f"unknown {what} '{key}' (known: {', '.join(sorted(flag(k) for k in types))})")
+        if value is not None:
+            clean[name] = _coerce(name, types[name], value)
+    return clean
 
 
 def make_settings(values: dict[str, Any]) -> Settings:
     """Settings from a dict of field names (dashes allowed), checking names, types and ranges."""
-    known = {f.name for f in fields(Settings)}
-    clean = {}
-    for key, value in values.items():
-        name = key.replace("-", "_")
-        if name not in known:
-            raise UsageError(f"unknown option '{key}' (known: {', '.join(sorted(flag(k) for k in known))})")
-        if value is not None:
-            clean[name] = _coerce(name, value)
-    return Settings(**clean).validate()
-
-
-def as_dict(settings: Settings) -> dict[str, Any]:
-    return dataclasses.asdict(settings)
+    return Settings(**parse_fields(Settings, values)).validate()

@@ -8,9 +8,8 @@ from __future__ import annotations
 import csv
 import math
 import os
-import signal
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -26,7 +25,7 @@ from nst.core.johnson import TransformerNet, save_model
 from nst.core.losses import content_term, merge_terms, style_term, tv_term
 from nst.core.photos import PhotoCrops, StreamSampler, collate, find_photos
 from nst.errors import NSTError, UsageError
-from nst.settings import GATYS_LAYERS
+from nst.settings import GATYS_LAYERS, parse_fields
 
 
 @dataclass
@@ -73,30 +72,7 @@ class TrainSettings:
 
 
 def make_train_settings(values: dict[str, Any]) -> TrainSettings:
-    known = {f.name: f for f in fields(TrainSettings)}
-    clean = {}
-    for key, value in values.items():
-        name = key.replace("-", "_")
-        if name not in known:
-            raise UsageError(f"unknown training option '{key}' (known: {', '.join(sorted(k.replace('_', '-') for k in known))})")
-        if value is None:
-            continue
-        kind = known[name].type
-        try:
-            if "list" in kind:
-                value = [v.strip() for v in value.split(",")] if isinstance(value, str) else list(value)
-            elif "int" in kind and not isinstance(value, bool):
-                if float(value) != int(float(value)):
-                    raise ValueError
-                value = int(float(value))
-            elif "float" in kind and not isinstance(value, bool):
-                value = float(value)
-            elif kind == "str":
-                value = str(value)
-        except (TypeError, ValueError):
-            raise UsageError(f"{key}: expected {kind.replace(' | None', '')}, got {value!r}") from None
-        clean[name] = value
-    return TrainSettings(**clean)
+    return TrainSettings(**parse_fields(TrainSettings, values, "training option"))
 
 
 @dataclass
@@ -138,7 +114,7 @@ def train(style, data: str | Path, output: str | Path, *, plugins: Iterable[str 
           options: dict[str, dict[str, Any]] | None = None, resume: bool = False, progress: bool = False,
           note: Callable[[str], None] | None = None, host=None, **settings: Any) -> TrainResult:
     """Train a style network on the photos under DATA; write it to OUTPUT (rank 0). See TrainSettings."""
-    from nst.api import _in_process, default_host
+    from nst.api import plugins_for_call, default_host
     from nst.observers import ProgressBar
 
     note = note or (lambda msg: print(f"note: {msg}"))
@@ -154,7 +130,7 @@ def train(style, data: str | Path, output: str | Path, *, plugins: Iterable[str 
     for name in named:
         host.check_plugin(name)
     observers = [ProgressBar(unit="img", per_step=config.batch_size * world)] if progress and rank == 0 else []
-    with _in_process(host, [p for p in plugins if not isinstance(p, str)] + observers) as added:
+    with plugins_for_call(host, [p for p in plugins if not isinstance(p, str)] + observers) as added:
         active = list(dict.fromkeys([*named, *added]))
         resolved = host.resolve_options(active, options or {})
         device = _device(config.device)
@@ -170,7 +146,8 @@ def train(style, data: str | Path, output: str | Path, *, plugins: Iterable[str 
             if rank == 0:
                 note(f"resuming from {ckpt} at step {start}")
         model = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
-        encoder = Encoder(load_vgg(host.weights(), config.weights, progress), config.pooling).to(device)
+        registry = host.weights()
+        encoder = Encoder(load_vgg(registry, config.weights, progress), config.pooling).to(device)
         with torch.no_grad():
             style_feats = encoder(style_t, config.style_layers)
         _check_readable(photos, data)
@@ -179,7 +156,7 @@ def train(style, data: str | Path, output: str | Path, *, plugins: Iterable[str 
                             num_workers=config.workers, collate_fn=collate, persistent_workers=False)
         ctx = RunContext(settings=config, device=device, content=torch.zeros(1, 3, config.size, config.size, device=device),
                          styles=[style_t], style_weights=[1.0], options=resolved, hooks=host.run_hooks(active),
-                         encoder_factory=lambda: encoder, note=note, output=output,
+                         encoder_factory=lambda: encoder, weights=registry, note=note, output=output,
                          generator=torch.Generator().manual_seed(config.seed))
         ctx.total_steps = config.steps
         ctx.guides.update(ctx.hooks.prepare(ctx))

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from nst.core.encoder import BLOCKS, CONVS
+from nst.core.encoder import CONVS
 
 TINY_WIDTHS = (4, 8, 8, 8, 8)  # channels per block: a VGG19 with the real topology, tiny widths
 

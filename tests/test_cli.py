@@ -148,12 +148,9 @@ def test_end_to_end_real_weights_subprocess(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "nst.cli", "run", content, style, "-o", out, "--size", "64",
                            "--steps", "30", "-q"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    c = _stats(content)
     o = _stats(out)
     assert o.shape == (48, 64, 3)
     # stripes are saturated red/blue with strong edges: the output gains contrast between neighbours
     edges = lambda a: np.abs(np.diff(a, axis=1)).mean()
-    from PIL import Image as _I
-
-    c_small = np.asarray(_I.open(content).resize((64, 48), _I.BICUBIC), dtype=np.float32) / 255
+    c_small = np.asarray(Image.open(content).resize((64, 48), Image.BICUBIC), dtype=np.float32) / 255
     assert edges(o) > 1.5 * edges(c_small)

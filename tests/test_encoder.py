@@ -111,3 +111,10 @@ def test_layout_detection():
     assert "classifier.0.weight" not in from_torchvision(tv)
     with pytest.raises(NSTError, match="not VGG19 weights"):
         to_our_layout({"foo": torch.zeros(1)}, "x.pth")
+
+
+def test_feature_size_matches_the_forward_pass(tiny_weights):
+    enc = Encoder(load_vgg(registry(), str(tiny_weights), progress=False))
+    feats = enc(torch.rand(1, 3, 37, 50), LAYERS)
+    for name, f in feats.items():
+        assert enc.feature_size((37, 50), name) == tuple(f.shape[-2:]), name

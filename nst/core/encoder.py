@@ -136,6 +136,16 @@ class Encoder(nn.Module):
             x = x.flip(1) * 255.0
         return (x - self.mean) / self.std
 
+    @staticmethod
+    def feature_size(hw: tuple[int, int], layer: str) -> tuple[int, int]:
+        """(h, w) of LAYER's maps for an (H, W) input: halved (rounding up) by each pooling before it."""
+        block = int(layer[4] if layer.startswith("pool") else layer[-3])
+        halvings = block if layer.startswith("pool") else block - 1
+        h, w = hw
+        for _ in range(halvings):
+            h, w = -(-h // 2), -(-w // 2)
+        return h, w
+
     def forward(self, x: torch.Tensor, layers) -> dict[str, torch.Tensor]:
         wanted = set(layers)
         unknown = wanted - set(self.layer_names)

@@ -173,9 +173,7 @@ def nst_register_weights(register) -> None:
 @hookimpl
 def nst_prepare(ctx):
     opts = ctx.options["depth"]
-    from nst.api import default_host
-
-    net = load_depth_model(opts["model"], opts["weights"], ctx.device, default_host().weights())
+    net = load_depth_model(opts["model"], opts["weights"], ctx.device, ctx.weights)
     with torch.no_grad():
         return {"depth.net": net, "depth.content": net(ctx.content)}
 

@@ -84,7 +84,7 @@ def kmeans_label_map(image: torch.Tensor, k: int, seed: int = 0, iters: int = 20
     """Offline segmenter: k-means on (Lab colour, position) at ≤ 64 px, labels upsampled (nearest)."""
     from kornia.color import rgb_to_lab
 
-    from nst.core.images import resize, resize_long_side
+    from nst.core.images import resize_long_side
 
     small = resize_long_side(image.cpu(), min(64, max(image.shape[-2:])))
     h, w = small.shape[-2:]
@@ -295,6 +295,9 @@ def nst_losses(ctx, encoder):
             whole = torch.ones_like(smasks[:, :1])
             targets.append([{l: guided_gram(feats[l], resize_masks(whole if p is None else smasks[:, p:p + 1], tuple(feats[l].shape[-2:])))
                              for l in layers} for p in pairing])
+    # the image keeps the scale's content size, so its layer masks are fixed for the whole scale
+    hw = tuple(ctx.scale.content.shape[-2:])
+    layer_masks = {l: resize_masks(cmasks, encoder.feature_size(hw, l)) for l in layers}
     region_w = g["semantic.weights"]
 
     def fn(feats, _image):
@@ -302,7 +305,7 @@ def nst_losses(ctx, encoder):
         for blend, per_region in zip(ctx.style_weights, targets):
             for r, (w, target) in enumerate(zip(region_w, per_region)):
                 for l in layers:
-                    m = resize_masks(cmasks[:, r:r + 1], tuple(feats[l].shape[-2:]))
+                    m = layer_masks[l][:, r:r + 1]
                     total = total + blend * w * guided_gram_loss(feats[l], m, target[l]) / len(layers)
         return total
 
