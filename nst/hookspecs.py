@@ -84,6 +84,26 @@ def nst_schedule(ctx: RunContext) -> Schedule | None:
     """
 
 
+@hookspec(firstresult=True)
+def nst_train_network(ctx: RunContext, config: Any) -> torch.nn.Module | None:
+    """Run hook of `nst train`, first non-None result wins: the network to train instead of the
+    Johnson TransformerNet (called once, before ``nst_prepare``; do not call ``ctx.encoder()`` here).
+
+    ``config`` is the ``nst.training.TrainSettings``. The module maps (B, 3, H, W) in [0, 1] to the same
+    shape and takes the keyword inputs that ``nst_network_inputs`` provides; its ``config`` attribute (a
+    JSON-able dict with an "arch" key that ``nst.core.johnson.load_model`` knows) is saved in the model file.
+    """
+
+
+@hookspec
+def nst_network_inputs(ctx: RunContext, net: torch.nn.Module) -> dict[str, Any] | None:
+    """Run hook: extra keyword inputs for a feed-forward network's forward call, merged over plugins.
+
+    `nst train` calls it every step (``ctx.scale`` holds the step index and batch) and ``--method johnson``
+    once per image, with the network in ``net``. Return e.g. ``{"stroke": 400.0}``, or None.
+    """
+
+
 @hookspec
 def nst_on_step(ctx: RunContext, step: int, image: torch.Tensor, losses: dict[str, float]) -> None:
     """Run hook, after every optimisation step: observe only (progress, snapshots, logging).

@@ -134,10 +134,16 @@ def train(style, data: str | Path, output: str | Path, *, plugins: Iterable[str 
         active = list(dict.fromkeys([*named, *added]))
         resolved = host.resolve_options(active, options or {})
         device = _device(config.device)
-        style_t = resize_long_side(as_tensor(style, note), config.style_size).to(device)
+        style_full = as_tensor(style, note).to(device)
+        style_t = resize_long_side(style_full, config.style_size)
+        registry = host.weights()
+        ctx = RunContext(settings=config, device=device, content=torch.zeros(1, 3, config.size, config.size, device=device),
+                         styles=[style_full], style_weights=[1.0], options=resolved, hooks=host.run_hooks(active),
+                         encoder_factory=lambda: encoder, weights=registry, note=note, output=output,
+                         generator=torch.Generator().manual_seed(config.seed))
         torch.manual_seed(config.seed)
         torch.set_flush_denormal(True)
-        net = TransformerNet(config.width, config.blocks).to(device)
+        net = (ctx.hooks.train_network(ctx, config) or TransformerNet(config.width, config.blocks)).to(device)
         opt = torch.optim.Adam(net.parameters(), lr=config.lr)
         start, history, skipped = 0, [], []
         ckpt = checkpoint_path(output)
@@ -146,7 +152,6 @@ def train(style, data: str | Path, output: str | Path, *, plugins: Iterable[str 
             if rank == 0:
                 note(f"resuming from {ckpt} at step {start}")
         model = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
-        registry = host.weights()
         encoder = Encoder(load_vgg(registry, config.weights, progress), config.pooling).to(device)
         with torch.no_grad():
             style_feats = encoder(style_t, config.style_layers)
@@ -154,10 +159,6 @@ def train(style, data: str | Path, output: str | Path, *, plugins: Iterable[str 
         loader = DataLoader(PhotoCrops(photos, config.size, config.seed), batch_size=config.batch_size,
                             sampler=StreamSampler(config.batch_size, start, config.steps - start, rank, world),
                             num_workers=config.workers, collate_fn=collate, persistent_workers=False)
-        ctx = RunContext(settings=config, device=device, content=torch.zeros(1, 3, config.size, config.size, device=device),
-                         styles=[style_t], style_weights=[1.0], options=resolved, hooks=host.run_hooks(active),
-                         encoder_factory=lambda: encoder, weights=registry, note=note, output=output,
-                         generator=torch.Generator().manual_seed(config.seed))
         ctx.total_steps = config.steps
         ctx.guides.update(ctx.hooks.prepare(ctx))
         style_loss = style_term("gram", [style_feats], [1.0], config.style_layers, config.style_weight)
@@ -174,7 +175,7 @@ def train(style, data: str | Path, output: str | Path, *, plugins: Iterable[str 
                 ctx.scale = ScaleState(step, config.size, batch, [style_t])
                 terms = merge_terms([content_term(target, config.content_layers, config.content_weight), style_loss,
                                      tv_term(config.tv_weight)], ctx.hooks.losses(ctx, encoder))
-                out = model(batch)
+                out = model(batch, **ctx.hooks.network_inputs(ctx, net))
                 feats = encoder(out, {l for t in terms for l in t.layers})
                 parts = {t.name: t(feats, out) for t in terms}
                 total = sum(parts.values())
@@ -238,7 +239,7 @@ def _version() -> str:
 
 def _save_checkpoint(path: Path, config: TrainSettings, net, opt, step: int, history, skipped) -> None:
     with atomic_path(path) as tmp:
-        torch.save({"config": asdict(config), "net": net.state_dict(), "opt": opt.state_dict(), "step": step,
+        torch.save({"config": asdict(config), "net_config": net.config, "net": net.state_dict(), "opt": opt.state_dict(), "step": step,
                     "history": history, "skipped": skipped, "world": _distributed()[1]}, tmp)
 
 
@@ -252,6 +253,8 @@ def _load_checkpoint(path: Path, config: TrainSettings, net, opt, device) -> tup
         raise NSTError(f"{path}: damaged checkpoint; delete it to start over") from None
     differ = [k for k in ("size", "batch_size", "width", "blocks", "lr", "content_weight", "style_weight", "tv_weight", "seed",
                           "style_size", "content_layers", "style_layers", "pooling", "weights") if saved.get(k) != asdict(config)[k]]
+    if not differ and state.get("net_config", net.config) != net.config:
+        differ = ["network (plugin options)"]
     if differ:
         raise UsageError(f"--resume: the checkpoint was made with other options ({', '.join(differ)}); use the same ones")
     if state.get("world", 1) != _distributed()[1]:

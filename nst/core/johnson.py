@@ -20,6 +20,7 @@ from nst.errors import NSTError
 
 FORMAT = "nst-johnson"
 ARCH_VERSION = 1
+ARCHITECTURES = {"johnson": "nst.core.johnson:TransformerNet", "stroke": "nst.core.stroke:StrokePyramidNet"}
 
 
 def _conv(c_in: int, c_out: int, k: int, stride: int = 1) -> nn.Sequential:
@@ -64,8 +65,21 @@ class TransformerNet(nn.Module):
         return y[..., :h, :w]
 
 
-def save_model(net: TransformerNet, path: str | os.PathLike, info: dict[str, Any]) -> Path:
-    """Write weights + metadata atomically as safetensors. INFO: what the model is (style, weights...)."""
+def build_network(config: dict[str, Any]) -> nn.Module:
+    """The network a model file's config describes: {"arch": NAME, ...keyword arguments}; no "arch" = johnson."""
+    from importlib import import_module
+
+    config = dict(config)
+    arch = config.pop("arch", "johnson")
+    if arch not in ARCHITECTURES:
+        raise NSTError(f"made with network architecture '{arch}', which this nst does not know")
+    module, cls = ARCHITECTURES[arch].split(":")
+    return getattr(import_module(module), cls)(**config)
+
+
+def save_model(net: nn.Module, path: str | os.PathLike, info: dict[str, Any]) -> Path:
+    """Write weights + metadata (net.config: the architecture) atomically as safetensors. INFO: what the
+    model is (style, weights...)."""
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -96,15 +110,18 @@ def read_model_meta(path: str | os.PathLike) -> dict[str, str]:
     return meta
 
 
-def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[TransformerNet, dict[str, Any]]:
-    """(net in eval mode on DEVICE, info dict) from a file written by save_model."""
+def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """(net in eval mode on DEVICE, info dict) from a file written by save_model: a TransformerNet, or the
+    architecture named by the config's "arch" (e.g. a StrokePyramidNet)."""
     from safetensors.torch import load_file
 
     meta = read_model_meta(path)
     try:
         config = json.loads(meta["config"])
-        net = TransformerNet(**config)
+        net = build_network(config)
         net.load_state_dict(load_file(str(path)))
+    except NSTError as exc:
+        raise NSTError(f"{path}: {exc}") from None
     except Exception as exc:
         raise NSTError(f"{path}: damaged nst model file ({type(exc).__name__})") from None
     return net.to(device).eval(), json.loads(meta.get("info", "{}"))
@@ -119,6 +136,8 @@ def export_onnx(net: TransformerNet, path: str | os.PathLike, opset: int = 17) -
     """ONNX graph with input "image" and output "stylised", both (B, 3, H, W) in [0, 1], dynamic B/H/W."""
     import warnings
 
+    if not isinstance(net, TransformerNet):
+        raise NSTError(f"ONNX export supports plain Johnson models only, not '{net.config.get('arch')}' models")
     path = Path(path)
     axes = {0: "batch", 2: "height", 3: "width"}
     with atomic_path(path) as tmp, warnings.catch_warnings():

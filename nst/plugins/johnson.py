@@ -25,13 +25,18 @@ def cached_model(path: str, device: torch.device):
 
 
 def run(ctx: RunContext) -> torch.Tensor:
-    """One forward pass of the style network, blended with the content by --strength."""
+    """One forward pass of the style network (with the inputs nst_network_inputs hooks add), blended with
+    the content by --strength."""
     if not ctx.settings.model:
         raise UsageError("--method johnson needs --model MODEL.safetensors (make one with `nst train`)")
     net, info = cached_model(ctx.settings.model, ctx.device)
     ctx.summary.setdefault("model", f"{Path(ctx.settings.model).name} (style {info.get('style', '?')}, {info.get('steps', '?')} steps)")
+    inputs = ctx.hooks.network_inputs(ctx, net)
+    for name, default in getattr(net, "inputs", {}).items():  # inputs a non-Johnson architecture takes
+        if name not in inputs:
+            ctx.note(f"{Path(ctx.settings.model).name} also takes {default}")
     with torch.inference_mode():
-        return blend(net(ctx.content), ctx.content, ctx.settings.strength).clamp(0, 1)
+        return blend(net(ctx.content, **inputs), ctx.content, ctx.settings.strength).clamp(0, 1)
 
 
 @hookimpl

@@ -262,6 +262,15 @@ class RunHooks:
     def schedule(self, ctx):
         return self._caller("nst_schedule")(ctx=ctx)
 
+    def train_network(self, ctx, config):
+        return self._caller("nst_train_network")(ctx=ctx, config=config)
+
+    def network_inputs(self, ctx, net) -> dict[str, Any]:
+        inputs: dict[str, Any] = {}
+        for result in reversed(self._caller("nst_network_inputs")(ctx=ctx, net=net)):
+            inputs.update(result or {})
+        return inputs
+
     def on_step(self, ctx, step: int, image, losses: dict[str, float]) -> None:
         self._caller("nst_on_step")(ctx=ctx, step=step, image=image, losses=losses)
 
