@@ -154,12 +154,21 @@ class Encoder(nn.Module):
         last = max(self.layer_names.index(n) for n in wanted)
         out, h = {}, self.preprocess(x)
         for name in self.layer_names[: last + 1]:
-            if name.startswith("conv"):
-                h = self.convs[name](h)
-            elif name.startswith("relu"):
-                h = F.relu(h)
-            else:
-                h = F.max_pool2d(h, 2, ceil_mode=True) if self.pooling == "max" else F.avg_pool2d(h, 2, ceil_mode=True)
+            h = self._layer(name, h)
             if name in wanted:
                 out[name] = h
         return out
+
+    def _layer(self, name: str, h: torch.Tensor) -> torch.Tensor:
+        if name.startswith("conv"):
+            return self.convs[name](h)
+        if name.startswith("relu"):
+            return F.relu(h)
+        return F.max_pool2d(h, 2, ceil_mode=True) if self.pooling == "max" else F.avg_pool2d(h, 2, ceil_mode=True)
+
+    def forward_between(self, h: torch.Tensor, start: str, end: str) -> torch.Tensor:
+        """Continue from START's maps h (B, C, h, w) to END's maps (the layers after START up to END)."""
+        i, j = self.layer_names.index(start), self.layer_names.index(end)
+        for name in self.layer_names[i + 1: j + 1]:
+            h = self._layer(name, h)
+        return h

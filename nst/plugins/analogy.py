@@ -1,0 +1,132 @@
+"""Built-in plugin `analogy`: deep image analogy (Liao et al. 2017) as the method `analogy` and `nst analogy`.
+
+A (the content) gives the structure, B′ (the one style image) the appearance; the method returns A′.
+With `analogy.save=DIR` (always, for `nst analogy`) it also writes B (B′'s structure, A's appearance)
+and the final nearest-neighbour fields as flow-colour PNGs.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import torch
+import typer
+
+from nst.context import RunContext, ScaleState
+from nst.core.analogy import LAYERS, AnalogyParams, flow_image, image_analogy, normalise_aspect
+from nst.core.images import resize_long_side, save_image
+from nst.errors import UsageError
+from nst.plugins.manager import hookimpl
+
+OUTPUTS = {"a_prime": "A_prime.png", "b": "B.png", "nnf_ab": "nnf_A_to_B.png", "nnf_ba": "nnf_B_to_A.png"}
+
+
+def parse_list(text: str | None, kind: type, what: str) -> tuple | None:
+    """'0.8,0.7' -> (0.8, 0.7); empty/None -> None (the defaults); a bad item -> one clear error."""
+    if text is None or not str(text).strip():
+        return None
+    items = [t.strip() for t in str(text).split(",")]
+    try:
+        return tuple(kind(t) for t in items)
+    except ValueError:
+        raise UsageError(f"{what}: '{text}' is not a comma-separated list of {kind.__name__} values") from None
+
+
+def params_from_options(opts: dict, seed: int) -> AnalogyParams:
+    return AnalogyParams(layers=parse_list(opts["layers"], str, "analogy.layers") or LAYERS,
+                         alphas=parse_list(opts["alphas"], float, "analogy.alphas"),
+                         patch_sizes=parse_list(opts["patch_sizes"], int, "analogy.patch_sizes"),
+                         pm_iters=opts["pm_iters"], deconv_steps=opts["deconv_steps"],
+                         both_directions=opts["both_directions"], photo=opts["photo"], seed=seed).validate()
+
+
+def run(ctx: RunContext) -> torch.Tensor:
+    """A′ for A = ctx.content and B′ = the style image, both at the run's size."""
+    if len(ctx.styles) != 1:
+        raise UsageError(f"--method analogy takes exactly one appearance image B′, got {len(ctx.styles)}")
+    params = params_from_options(ctx.options["analogy"], ctx.settings.seed)
+    a = ctx.content
+    b_prime = normalise_aspect(a, resize_long_side(ctx.styles[0], ctx.settings.size), ctx.note)
+    ctx.total_steps = len(params.layers)
+    encoder = ctx.encoder()
+
+    def on_layer(index: int, preview) -> None:
+        ctx.scale = ScaleState(index - 1, ctx.settings.size, a, [b_prime])
+        ctx.hooks.on_step(ctx, index, preview(), {})
+
+    result = image_analogy(encoder, a, b_prime, params, on_layer)
+    save = ctx.options["analogy"]["save"]
+    if save is not None:
+        ctx.summary["analogy outputs"] = ", ".join(str(p) for p in save_outputs(result, Path(save), b_prime))
+    return result.a_prime
+
+
+def save_outputs(result, folder: Path, b_prime: torch.Tensor) -> list[Path]:
+    """B and the NNF pictures into FOLDER; returns the paths written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    if result.b is not None:
+        written.append(save_image(result.b, folder / OUTPUTS["b"]))
+    written.append(save_image(flow_image(result.nnf_ab, tuple(b_prime.shape[-2:]))[None], folder / OUTPUTS["nnf_ab"]))
+    if result.nnf_ba is not None:
+        hw = tuple(result.nnf_ab.shape[:2])
+        written.append(save_image(flow_image(result.nnf_ba, hw)[None], folder / OUTPUTS["nnf_ba"]))
+    return written
+
+
+@hookimpl
+def nst_register_methods(register) -> None:
+    register("analogy", run, help="Liao et al. 2017 deep image analogy: CONTENT's structure with the STYLE image's "
+             "appearance, by PatchMatch on VGG features (no optimisation of pixels)", needs_style=True)
+
+
+@hookimpl
+def nst_plugin_options(register) -> None:
+    register("layers", str, ",".join(LAYERS), "VGG19 relu layers, deep to shallow")
+    register("alphas", str, "", "blend weight of A's own features per layer below the top (default 0.8,0.7,0.6,0.1)")
+    register("patch_sizes", str, "", "PatchMatch patch size per layer, odd (default 3,3,3,5,5)")
+    register("pm_iters", int, 5, "PatchMatch iterations per layer and direction")
+    register("deconv_steps", int, 20, "L-BFGS iterations of each feature deconvolution")
+    register("both_directions", bool, True, "also reconstruct B (bidirectional constraint; off = about twice as fast)")
+    register("photo", bool, False, "photo-realistic refinement (guided filter on A): for photo-to-photo colour transfer")
+    register("save", Path, None, "folder for B and the nearest-neighbour field pictures")
+
+
+@hookimpl
+def nst_register_commands(app) -> None:
+    @app.command("analogy", no_args_is_help=True)
+    def analogy_command(
+        a: Annotated[Path, typer.Argument(help="A: the image whose structure is kept.", show_default=False)],
+        b_prime: Annotated[Path, typer.Argument(help="B′: the image whose appearance is transferred.", show_default=False)],
+        output: Annotated[Path, typer.Option("--output", "-o", help=f"Output folder: {', '.join(OUTPUTS.values())}.", show_default=False)],
+        size: Annotated[int, typer.Option(help="Long side of both images in pixels (no upper limit but memory).")] = 448,
+        both_directions: Annotated[bool, typer.Option("--both-directions/--one-direction", help="Also make B (B′'s structure, A's appearance); one direction is about twice as fast.")] = True,
+        photo: Annotated[bool, typer.Option(help="Photo-realistic refinement for photo-to-photo colour transfer.")] = False,
+        layers: Annotated[str, typer.Option(help="VGG19 relu layers, deep to shallow.")] = ",".join(LAYERS),
+        alphas: Annotated[str, typer.Option(help="Weight of A's own features per layer below the top. [default: 0.8,0.7,0.6,0.1]")] = "",
+        patch_sizes: Annotated[str, typer.Option(help="PatchMatch patch size per layer (odd). [default: 3,3,3,5,5]")] = "",
+        pm_iters: Annotated[int, typer.Option(help="PatchMatch iterations per layer and direction.")] = 5,
+        deconv_steps: Annotated[int, typer.Option(help="L-BFGS iterations per feature deconvolution.")] = 20,
+        seed: Annotated[int, typer.Option(help="Random seed (PatchMatch start and search).")] = 0,
+        weights: Annotated[str, typer.Option(help="Encoder weights: a name from `nst weights` or a file path.")] = "vgg19",
+        device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    ) -> None:
+        """Deep image analogy: A′ (A's structure, B′'s appearance) and B, with their nearest-neighbour fields.
+
+        Both images are scaled to --size on the long side; when their aspect ratios differ by more than
+        2×, B′ is centre-cropped to A's shape (with a note).
+        """
+        from nst.api import run as run_api
+
+        if output.exists() and not output.is_dir():
+            raise UsageError(f"{output}: -o must be a folder (it receives {', '.join(OUTPUTS.values())})")
+        options = {"analogy": dict(layers=layers, alphas=alphas, patch_sizes=patch_sizes, pm_iters=pm_iters,
+                                   deconv_steps=deconv_steps, both_directions=both_directions, photo=photo, save=output)}
+        note = lambda msg: typer.echo(f"note: {msg}", err=True)
+        result = run_api(a, [b_prime], method="analogy", options=options, size=size, seed=seed, weights=weights,
+                         device=device, pooling="max", progress=not quiet, note=note)
+        path = save_image(result.image, output / OUTPUTS["a_prime"])
+        s = result.summary
+        typer.echo(f"wrote {path} and {s.pop('analogy outputs')} ({s['size']}, {s['seconds']} s on {s['device']})")
+
