@@ -1,0 +1,181 @@
+"""Built-in plugin `text`: text-effect and font transfer (Yang et al. 2017) as the command `nst text`.
+
+S is a glyph image, S′ the same glyph with an effect; the effect is synthesised for a target glyph
+image T or for a string rendered with any TrueType/OpenType font. Several S/S′ pairs pool their patches
+(font transfer: one consistent effect over a whole alphabet).
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Annotated, Callable, Optional
+
+import torch
+import typer
+
+from nst.core.glyphs import Guide, Layout, distance_guide, glyph_mask, guide_picture, render_text
+from nst.core.images import check_output_path, check_size, load_image, resize_long_side, save_image
+from nst.core.text_effects import BACKGROUNDS, EffectParams, measure_background, plan_transfer, total_steps, transfer
+from nst.errors import NSTError, UsageError
+from nst.plugins.manager import hookimpl
+
+PROBE_SIZE = 100  # font size (px) at which a font's stroke radius is measured for the automatic size
+ALPHA_FORMATS = (".png", ".webp", ".tif", ".tiff")
+BACKGROUND_HELP = ("keep: one synthesis for the whole canvas; beyond the distance where S′'s effect ends all "
+                   "pixels share one guidance value, so they take S′'s far-ground patches; transparent: RGBA, alpha = how clearly a pixel differs from S′'s ground colour "
+                   "(at least S′'s coverage at that distance inside the glyph, 0 beyond the distance where "
+                   "S′'s effect ends), colours unmixed from the ground; synthesize: that effect layer over a "
+                   "ground texture synthesised on its own for the whole canvas.")
+
+
+def load_examples(sources: list[Path], styleds: list[Path], note: Callable[[str], None]) -> list[tuple[Guide, torch.Tensor]]:
+    """[(guide of S_i, S′_i (1, 3, H, W))] from pairs of files; one clear error for a bad pair."""
+    if len(sources) != len(styleds):
+        raise UsageError(f"give --source and --styled in pairs (got {len(sources)} --source, {len(styleds)} --styled)")
+    examples = []
+    for s_path, styled_path in zip(sources, styleds):
+        s, styled = load_image(s_path, note), load_image(styled_path, note)
+        if s.shape != styled.shape:
+            raise NSTError(f"{s_path} ({s.shape[-1]}x{s.shape[-2]}) and {styled_path} ({styled.shape[-1]}x"
+                           f"{styled.shape[-2]}) differ in size: S′ must be S with the effect applied")
+        examples.append((distance_guide(glyph_mask(s, str(s_path))), styled))
+    return examples
+
+
+def text_target(text: str, layout: Layout, font_size: float | None, size: int | None, radius: float,
+                margin_radii: float) -> torch.Tensor:
+    """(1, 3, H, W) TEXT in black on white. FONT_SIZE None: the size at which the font's strokes have
+    RADIUS px (the examples' radius). A margin of MARGIN_RADII stroke radii around the ink; SIZE, when
+    given, is the long side (the text is drawn again at the font size that gives it)."""
+    probe = distance_guide(glyph_mask(render_text(text, layout, PROBE_SIZE, 0), "the rendered text")).radius
+    if font_size is None:
+        font_size = PROBE_SIZE * radius / probe
+    margin = max(2.0, margin_radii * probe * font_size / PROBE_SIZE)
+    image = render_text(text, layout, font_size, math.ceil(margin))
+    if size is not None:
+        k = size / max(image.shape[-2:])
+        image = resize_long_side(render_text(text, layout, font_size * k, math.ceil(margin * k)), size)
+    return image
+
+
+def image_target(path: Path, size: int | None, note: Callable[[str], None]) -> torch.Tensor:
+    """(1, 3, H, W) the target glyph image, its long side resized to SIZE when given."""
+    image = load_image(path, note)
+    return image if size is None else resize_long_side(image, size)
+
+
+def _mean_radius(examples: list[tuple[Guide, torch.Tensor]]) -> float:
+    return float(sum(g.radius for g, _ in examples) / len(examples))
+
+
+def write_guides(folder: Path, examples: list[tuple[Guide, torch.Tensor]], target: Guide, far: float) -> list[Path]:
+    """The distance maps of every S and of T as PNGs in FOLDER; returns the paths written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    names = ["source_distance.png"] if len(examples) == 1 else [f"source{i + 1}_distance.png" for i in range(len(examples))]
+    written = [save_image(guide_picture(g.u, far), folder / name) for (g, _), name in zip(examples, names)]
+    written.append(save_image(guide_picture(target.u, far), folder / "target_distance.png"))
+    return written
+
+
+def to_picture(image: torch.Tensor):
+    """(1, 3, H, W) -> itself; (1, 4, H, W) RGBA -> an RGBA PIL image (save_image keeps the alpha)."""
+    if image.shape[1] == 3:
+        return image
+    from PIL import Image
+
+    arr = (image[0].permute(1, 2, 0).clamp(0, 1).numpy() * 255.0 + 0.5).astype("uint8")
+    return Image.fromarray(arr, "RGBA")
+
+
+def _progress(quiet: bool, total: int):
+    """A rich progress bar on stderr (a disabled one when QUIET) and its advance() function."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn("[bold]text effect"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=Console(stderr=True), disable=quiet, transient=False)
+    task = bar.add_task("", total=total)
+    return bar, lambda: bar.advance(task)
+
+
+@hookimpl
+def nst_register_commands(app) -> None:
+    @app.command("text", no_args_is_help=True)
+    def text_command(
+        source: Annotated[list[Path], typer.Option("--source", "-s", help="S: a glyph image, dark or light text on a plain ground (found by Otsu's threshold; the ground is the class on the border). Repeat with --styled for font transfer.", show_default=False)],
+        styled: Annotated[list[Path], typer.Option("--styled", help="S′: the same glyph with the effect, same size as its S; give one per --source, in the same order.", show_default=False)],
+        output: Annotated[Path, typer.Option("--output", "-o", help="Output image (PNG, WebP or TIFF for --background transparent).", show_default=False)],
+        text: Annotated[Optional[str], typer.Option(help="Target string to render (a literal \\n starts a new line).", show_default=False)] = None,
+        target: Annotated[Optional[Path], typer.Option(help="Target glyph image T instead of --text (same conventions as S).", show_default=False)] = None,
+        font: Annotated[Optional[str], typer.Option(help="TrueType/OpenType font file (or a system font file name) for --text. [default: Pillow's built-in scalable font]", show_default=False)] = None,
+        font_size: Annotated[Optional[float], typer.Option(help="Font size in px for --text. [default: the size at which the font's strokes are as thick as S's, so the effect keeps its own scale]", show_default=False)] = None,
+        line_spacing: Annotated[float, typer.Option(help="Distance between lines of --text, times the font's line height.")] = 1.0,
+        letter_spacing: Annotated[float, typer.Option(help="Extra space after each letter of --text, in font sizes (0.1 = a tenth of the size; negative tightens).")] = 0.0,
+        align: Annotated[str, typer.Option(help="Alignment of the lines of --text: left, center or right.")] = "center",
+        size: Annotated[Optional[int], typer.Option(help="Long side of the output in px (the text or T is scaled to it; S is rescaled to T's stroke width when they differ by over 25%). [default: T's own size]", show_default=False)] = None,
+        background: Annotated[str, typer.Option(help=f"{'|'.join(BACKGROUNDS)}. {BACKGROUND_HELP}")] = "keep",
+        save_guides: Annotated[Optional[Path], typer.Option(help="Folder for the distance maps of S and T as PNGs (blue inside, dark on the centre line; orange outside, white where guidance stops).", show_default=False)] = None,
+        seed: Annotated[int, typer.Option(help="Random seed of the patch search (results are reproducible).")] = 0,
+        patch_size: Annotated[int, typer.Option(help="Patch size in px (odd).")] = EffectParams.patch_size,
+        large_patch: Annotated[int, typer.Option(help="Larger patch size tried everywhere, kept where it fits about as well as the small one (smooth parts); equal to --patch-size turns the adaptive size off.")] = EffectParams.large_patch,
+        iterations: Annotated[int, typer.Option(help="Search-and-vote iterations at the coarsest level (falling linearly to 3 at the finest).")] = EffectParams.iters_coarse,
+        distance_weight: Annotated[float, typer.Option(help="Weight of the distance guidance per px of distance mismatch (higher = the effect follows the outline more strictly).")] = EffectParams.distance_weight,
+        mask_weight: Annotated[float, typer.Option(help="Weight of the glyph-mask guidance at the first iteration of each level (fades to 0 over the level's iterations).")] = EffectParams.mask_weight,
+        threads: Annotated[int, typer.Option(help="CPU threads for torch during a CPU synthesis; its many small operations run fastest on one (256 px: 5 s on 1 thread, 16-70 s on 2 of a busy 2-core machine).")] = 1,
+        device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N (the patch search and voting run there).")] = "auto",
+        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    ) -> None:
+        """Text-effect transfer (Yang et al. 2017): the effect S → S′ applied to a string or a glyph image T.
+
+        Guided patch synthesis: glyph masks and distances to the outline (in stroke radii) steer a
+        coarse-to-fine PatchMatch search + voting that places S′'s patches at matching distances.
+        """
+        from nst.api import pick_device
+
+        started = time.perf_counter()
+        note = lambda msg: typer.echo(f"note: {msg}", err=True)
+        if (text is None) == (target is None):
+            raise UsageError("give exactly one target: --text STRING or --target IMAGE")
+        if background not in BACKGROUNDS:
+            raise UsageError(f"--background must be one of {', '.join(BACKGROUNDS)}, got '{background}'")
+        if align not in ("left", "center", "right"):
+            raise UsageError(f"--align must be left, center or right, got '{align}'")
+        check_output_path(output)
+        if background == "transparent" and output.suffix.lower() not in ALPHA_FORMATS:
+            raise UsageError(f"{output}: {output.suffix} has no alpha channel; use {', '.join(ALPHA_FORMATS)} for --background transparent")
+        if size is not None:
+            check_size(size)
+        if threads < 1:
+            raise UsageError(f"--threads must be at least 1, got {threads}")
+        if save_guides is not None and save_guides.exists() and not save_guides.is_dir():
+            raise UsageError(f"{save_guides}: --save-guides must be a folder")
+        params = EffectParams(patch_size=patch_size, large_patch=large_patch, iters_coarse=iterations,
+                              iters_fine=min(iterations, EffectParams.iters_fine), distance_weight=distance_weight,
+                              mask_weight=mask_weight, seed=seed).validate()
+        examples = load_examples(list(source), list(styled), note)
+        if text is not None:
+            layout = Layout(font, line_spacing, letter_spacing, align)
+            margin = measure_background(examples).reach + 1.0
+            t_image = text_target(text.replace("\\n", "\n"), layout, font_size, size, _mean_radius(examples), margin)
+            t_name = "the rendered text"
+        else:
+            t_image, t_name = image_target(target, size, note), str(target)
+        t_guide = distance_guide(glyph_mask(t_image, t_name))
+        plan = plan_transfer(examples, t_guide, background, params)
+        steps = plan.runs * total_steps(tuple(t_guide.mask.shape), tuple(plan.source_styled.shape[-2:]), params)
+        bar, advance = _progress(quiet, steps)
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            with bar:
+                result = transfer(plan, t_guide, background, params, advance, pick_device(device))
+        finally:
+            torch.set_num_threads(previous)
+        path = save_image(to_picture(result), output)
+        extra = ""
+        if save_guides is not None:
+            written = write_guides(save_guides, examples, t_guide, plan.background.far)
+            extra = f" and {len(written)} distance map(s) in {save_guides}"
+        typer.echo(f"wrote {path}{extra} ({result.shape[-1]}x{result.shape[-2]}, background {background}, "
+                   f"{len(examples)} example(s), {time.perf_counter() - started:.1f} s)")
