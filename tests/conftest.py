@@ -27,6 +27,16 @@ def tiny_vgg_state(seed: int = 0, widths=TINY_WIDTHS) -> dict[str, torch.Tensor]
     return state
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread for the module (tiny convolutions and PatchMatch's many small operations run
+    fastest so on a shared 2-core machine); the thread count is restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory) -> Path:
     """Path of a .safetensors file with tiny random VGG19 weights (loads through --weights PATH)."""

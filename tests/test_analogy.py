@@ -12,6 +12,9 @@ from nst.core.patchmatch import identity_nnf
 from nst.errors import UsageError
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
 def discs(h: int, w: int, background: torch.Tensor, colour, centres) -> tuple[torch.Tensor, torch.Tensor]:
     """(1, 3, H, W) image with filled discs of COLOUR on BACKGROUND (3, H, W), and the (H, W) disc mask."""
     y, x = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")

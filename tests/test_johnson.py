@@ -35,14 +35,7 @@ TOL8 = 1 / 255 + 1e-6  # one step of 8-bit quantisation
 
 # --- helpers and fixtures ------------------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny convolutions are fastest on one thread, and several OpenMP threads on a shared 2-CPU machine can
-    stall for seconds per step; restore the setting for the other test modules."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_photos(folder: Path, count: int = 6) -> Path:

@@ -7,6 +7,9 @@ import torch
 from nst.core import patchmatch as pm
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
 def texture(h: int, w: int, seed: int = 0) -> torch.Tensor:
     """(3, H, W) random texture: every 3×3 patch is distinct."""
     return torch.rand(3, h, w, generator=torch.Generator().manual_seed(seed))

@@ -29,13 +29,7 @@ from conftest import gradient_image, one_error_line, stripes_image  # noqa: E402
 STYLE_SIDE, STYLE_PERIOD = 128, 16  # the stripes style: period 16 px along x at 128 px
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny convolutions are fastest on one thread (see test_johnson.py); restore afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def dominant_period(image: torch.Tensor) -> float:

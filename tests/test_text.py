@@ -30,13 +30,7 @@ ORANGE, RED, NAVY, CYAN, WHITE = (np.array(c, np.float32) for c in
 BANDS = {"fill": (-99, -3, 0.03), "ring": (-3, 1, 0.03), "glow": (1, 12, 0.02), "far": (12, 999, 0.02)}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """PatchMatch's many small tensor ops are fastest on one thread on a shared 2-CPU machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def ring_glyph() -> np.ndarray:
