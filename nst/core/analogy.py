@@ -152,14 +152,13 @@ def deconvolve(encoder: Encoder, target: torch.Tensor, lower: str, upper: str, i
     return x.detach()[0]
 
 
-def _reconstruct(encoder, own, appearance, nnf, params, index):
+def _reconstruct(encoder, own, appearance, nnf, fine_nnf, params, index):
     """Features at the layer below layers[index] for the image whose structure is OWN's ({layer: (C, h, w)}):
-    OWN's features blended with a deconvolution of APPEARANCE's upper features warped by NNF (own -> appearance)."""
+    OWN's features blended with a deconvolution of APPEARANCE's upper features warped by NNF (own -> appearance,
+    at the upper layer); FINE_NNF, the same field upsampled to the lower layer, warps the starting point."""
     upper, lower = params.layers[index], params.layers[index + 1]
     target = vote(appearance[upper], nnf, params.patch_sizes[index])
-    own_hw, app_hw = tuple(own[lower].shape[-2:]), tuple(appearance[lower].shape[-2:])
-    fine = upsample_nnf(nnf, own_hw, tuple(appearance[upper].shape[-2:]), app_hw)
-    init = vote(appearance[lower], fine, params.patch_sizes[index + 1])
+    init = vote(appearance[lower], fine_nnf, params.patch_sizes[index + 1])
     recon = deconvolve(encoder, target, lower, upper, init, params.deconv_steps)
     w = magnitude_weight(own[lower], params.alphas[index])
     return own[lower] * w + recon * (1 - w)
@@ -196,12 +195,16 @@ def image_analogy(encoder: Encoder, a: torch.Tensor, b_prime: torch.Tensor, para
         if i + 1 == len(layers):
             break
         lower = layers[i + 1]
-        fa_p[lower] = _reconstruct(encoder, fa, fb_p, nnf_ab, params, i)
-        fb[lower] = _reconstruct(encoder, fb_p, fa, nnf_ba, params, i) if both else fb_p[lower]
         a_hw, b_hw = tuple(fa[lower].shape[-2:]), tuple(fb_p[lower].shape[-2:])
-        nnf_ab = upsample_nnf(nnf_ab, a_hw, tuple(fb_p[layer].shape[-2:]), b_hw)
+        fine_ab = upsample_nnf(nnf_ab, a_hw, tuple(fb_p[layer].shape[-2:]), b_hw)
+        fa_p[lower] = _reconstruct(encoder, fa, fb_p, nnf_ab, fine_ab, params, i)
         if both:
-            nnf_ba = upsample_nnf(nnf_ba, b_hw, tuple(fa[layer].shape[-2:]), a_hw)
+            fine_ba = upsample_nnf(nnf_ba, b_hw, tuple(fa[layer].shape[-2:]), a_hw)
+            fb[lower] = _reconstruct(encoder, fb_p, fa, nnf_ba, fine_ba, params, i)
+            nnf_ba = fine_ba
+        else:
+            fb[lower] = fb_p[lower]
+        nnf_ab = fine_ab
     last = layers[-1]
     a_hw, b_hw = tuple(a.shape[-2:]), tuple(b_prime.shape[-2:])
     nnf_ab = upsample_nnf(nnf_ab, a_hw, tuple(fb_p[last].shape[-2:]), b_hw)
@@ -267,11 +270,3 @@ def normalise_aspect(a: torch.Tensor, b_prime: torch.Tensor, note: Callable[[str
     note(f"A and B′ differ in aspect ratio by more than {limit:g}×: B′ centre-cropped to {out.shape[-1]}×{out.shape[-2]} "
          "to match A's shape")
     return out
-
-
-def resize_pair(a: torch.Tensor, b_prime: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Both images with long side SIZE (antialiased)."""
-    from nst.core.images import resize_long_side
-
-    return resize_long_side(a, size), resize_long_side(b_prime, size)
-

@@ -126,7 +126,7 @@ def nst_register_commands(app) -> None:
         device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N (the patch search and voting run there).")] = "auto",
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     ) -> None:
-        """Text-effect transfer (Yang et al. 2017): the effect S → S′ applied to a string or a glyph image T.
+        """Text effects: the effect S → S′ applied to a string or a glyph image T (Yang 2017, Awesome Typography).
 
         Guided patch synthesis: glyph masks and distances to the outline (in stroke radii) steer a
         coarse-to-fine PatchMatch search + voting that places S′'s patches at matching distances.
