@@ -27,7 +27,7 @@ A, B_PRIME = ROOT / "assets" / "content.jpg", ROOT / "assets" / "style.jpg"
 def child(device: str, size: int, both: bool) -> dict:
     """Measure one configuration in this process: a 64 px warm-up, then one timed pair."""
     from nst.api import default_host
-    from nst.core.analogy import AnalogyParams, image_analogy
+    from nst.plugins.analogy.engine import AnalogyParams, image_analogy
     from nst.core.encoder import Encoder, load_vgg
     from nst.core.images import load_image, resize_long_side
 

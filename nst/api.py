@@ -1,9 +1,8 @@
 """The Python API: run() for the full result, stylize() for just the image."""
 from __future__ import annotations
 
-import sys
+import os
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -11,52 +10,31 @@ from typing import Any, Callable, Iterable
 import torch
 from PIL import Image
 
+from nst.config import read_config
 from nst.context import RunContext
 from nst.core import colors
+from nst.core.devices import pick_device, torch_state_kept
 from nst.core.encoder import Encoder, load_vgg
-from nst.core.images import as_tensor, check_output_path, resize_long_side, to_pil
-from nst.errors import NSTError, UsageError
+from nst.core.files import Outputs
+from nst.core.images import as_tensor, check_min_side, check_output_path, image_writer, resize_long_side, to_pil
+from nst.errors import NSTError, UsageError, note_line
+from nst.host import PluginHost, default_host, plugins_for_call
 from nst.observers import ProgressBar, Snapshots
-from nst.plugins.manager import PluginHost
 from nst.settings import Settings, make_settings
-
-_HOST: PluginHost | None = None
-
-
-def default_host() -> PluginHost:
-    """The process-wide plugin host (entry points loaded once)."""
-    global _HOST
-    if _HOST is None:
-        _HOST = PluginHost()
-    return _HOST
 
 
 @dataclass
 class Result:
-    """image: (1, 3, H, W) in [0, 1] on the CPU; summary: figures from the run and its plugins."""
+    """image: (1, 3, H, W) in [0, 1] on the CPU; summary: figures from the run and its plugins;
+    written: the files the run wrote (the output and any plugin's side outputs, then snapshots)."""
 
     image: torch.Tensor
     summary: dict[str, Any] = field(default_factory=dict)
     snapshots: list[Path] = field(default_factory=list)
+    written: list[Path] = field(default_factory=list)
 
     def pil(self) -> Image.Image:
         return to_pil(self.image)
-
-
-def pick_device(name: str) -> torch.device:
-    """'auto' | 'cpu' | 'cuda' | 'cuda:i' -> torch.device, with a clear error when CUDA is absent."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cpu":
-        return torch.device("cpu")
-    if name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit()):
-        if not torch.cuda.is_available():
-            raise NSTError(f"device '{name}' requested but no CUDA GPU is available; use --device cpu")
-        index = int(name[5:]) if ":" in name else 0
-        if index >= torch.cuda.device_count():
-            raise NSTError(f"device '{name}' does not exist (this machine has {torch.cuda.device_count()} GPU(s))")
-        return torch.device(name)
-    raise UsageError(f"--device must be auto, cpu, cuda or cuda:N, got '{name}'")
 
 
 def blend_weights(blend: list[float] | None, count: int) -> list[float]:
@@ -65,92 +43,149 @@ def blend_weights(blend: list[float] | None, count: int) -> list[float]:
         return []
     weights = blend if blend is not None else [1.0] * count
     if len(weights) != count:
-        raise UsageError(f"--style-blend has {len(weights)} weight(s) for {count} style image(s)")
+        raise UsageError(f"style_blend has {len(weights)} weight(s) for {count} style image(s)")
     total = sum(weights)
     if total <= 0:
-        raise UsageError("--style-blend weights must not all be 0")
+        raise UsageError("style_blend weights must not all be 0")
     return [w / total for w in weights]
 
 
-@contextmanager
-def plugins_for_call(host: PluginHost, plugins: Iterable[object]):
-    """Register plugin objects for the duration of a run; yields their names."""
-    added = [host.register(p) for p in plugins]
-    try:
-        yield added
-    finally:
-        for name in added:
-            host.unregister(name)
+def split_plugins(plugins: Iterable[str | object]) -> tuple[list[str], list[object]]:
+    """(names of installed plugins, plugin objects) from a `plugins=` argument (a list, not one string)."""
+    if isinstance(plugins, (str, Path)) or not isinstance(plugins, Iterable):
+        raise UsageError(f"plugins must be a list, e.g. plugins=[\"depth\"], got {plugins!r}")
+    plugins = list(plugins)
+    return [p for p in plugins if isinstance(p, str)], [p for p in plugins if not isinstance(p, str)]
+
+
+def merge_config(config: str | Path | None, plugins: list[str], options: dict | None,
+                 settings: dict[str, Any]) -> tuple[list[str], dict[str, dict[str, Any]], dict[str, Any]]:
+    """Plugins, options and settings with the config file's underneath the explicit ones."""
+    if options is not None and not isinstance(options, dict):
+        raise UsageError(f"options must be a dict {{plugin: {{key: value}}}}, got {options!r}")
+    merged_options: dict[str, dict[str, Any]] = {}
+    if config is not None:
+        values, file_plugins, sets = read_config(config)
+        settings = {**values, **settings}
+        plugins = list(dict.fromkeys(file_plugins + plugins))
+        merged_options = {k: dict(v) for k, v in sets.items()}
+    for name, values in (options or {}).items():
+        if not isinstance(values, dict):
+            raise UsageError(f"options for plugin '{name}' must be a dict of option values, got {values!r}")
+        merged_options.setdefault(name, {}).update(values)
+    return plugins, merged_options, settings
+
+
+def input_paths(*items: Any, options: dict[str, dict[str, Any]] | None = None) -> list[Path]:
+    """Every file among ITEMS (paths, lists of paths, other values ignored) and the Path-valued OPTIONS."""
+    found: list[Path] = []
+    for item in items:
+        for value in item if isinstance(item, (list, tuple)) else [item]:
+            if isinstance(value, (str, os.PathLike)) and Path(value).is_file():
+                found.append(Path(value))
+    for values in (options or {}).values():
+        found += input_paths(*values.values())
+    return found
 
 
 def run(content, styles: Iterable = (), *, plugins: Iterable[str | object] = (),
         options: dict[str, dict[str, Any]] | None = None, output: str | Path | None = None,
-        progress: bool = False, note: Callable[[str], None] | None = None, host: PluginHost | None = None,
-        **settings: Any) -> Result:
-    """Run a style transfer. CONTENT and STYLES: paths, PIL images or (3, H, W) / (1, 3, H, W) tensors.
+        config: str | Path | None = None, progress: bool = False, note: Callable[[str], None] | None = None,
+        host: PluginHost | None = None, **settings: Any) -> Result:
+    """Run a style transfer. CONTENT and STYLES: paths, PIL images or (3, H, W) / (1, 3, H, W) tensors
+    (floats in [0, 1] or uint8).
 
     plugins: names of installed plugins, or plugin objects registered for this call only.
-    options: {plugin: {key: value}}; settings: any field of nst.settings.Settings (size, steps, ...).
-    output: only used for --save-every snapshots (written next to it); the caller saves the result.
+    options: {plugin: {key: value}}; settings: any field of nst.settings.Settings (size, steps, ...);
+    config: a TOML file with the same keys (explicit arguments win).
+    output: where to write the result; plugins' side outputs (e.g. depth.save) are written with it, all
+    or none, and save_every snapshots go next to it. Without it only the side outputs are written.
+    The caller's torch RNG and flush-denormal mode are left as they were.
     """
-    note = note or (lambda msg: print(f"note: {msg}", file=sys.stderr))
-    config: Settings = make_settings(settings)
+    note = note or note_line
+    names, objects = split_plugins(plugins)
+    names, options, settings = merge_config(config, names, options, settings)
+    config_: Settings = make_settings(settings)
     host = host or default_host()
-    styles = list(styles) if not isinstance(styles, (str, Path, Image.Image, torch.Tensor)) else [styles]
-    named = [p for p in plugins if isinstance(p, str)]
-    objects = [p for p in plugins if not isinstance(p, str)]
-    for name in named:
+    if isinstance(styles, (str, Path, Image.Image, torch.Tensor)):
+        styles = [styles]
+    styles = list(styles)
+    for name in names:
         host.check_plugin(name)
-    observers: list[object] = []
-    if progress:
-        observers.append(ProgressBar())
+    outputs = Outputs(input_paths(content, styles, config_.model, config_.weights, options=options))
+    if output is not None:
+        outputs.reserve(check_output_path(output))
+    observers: list[object] = [ProgressBar()] if progress else []
     snapshots = None
-    if config.save_every:
+    if config_.save_every:
         if output is None:
-            raise UsageError("--save-every needs an output path (snapshots are written next to it)")
-        snapshots = Snapshots(check_output_path(output), config.save_every)
+            raise UsageError("save_every needs an output path (snapshots are written next to it)")
+        snapshots = Snapshots(Path(output), config_.save_every)
         observers.append(snapshots)
 
     with plugins_for_call(host, objects + observers) as added:
-        method = host.method(config.method)
-        active = list(dict.fromkeys([method.plugin, *named, *added]))
-        resolved = host.resolve_options(active, options or {})
-        device = pick_device(config.device)
-        content_t = resize_long_side(as_tensor(content, note), config.size)
+        method = host.method(config_.method)
+        active = list(dict.fromkeys([method.plugin, *names, *added]))
+        resolved = host.resolve_options(active, options)
+        outputs.add_inputs(input_paths(options=resolved))
+        device = pick_device(config_.device)
+        content_t = as_tensor(content, note)
+        content_t = check_min_side(resize_long_side(content_t, config_.size), "the content at this size",
+                                   "use a larger size or a less elongated image")
         style_ts = [as_tensor(s, note) for s in styles]
         if method.needs_style and not style_ts:
             raise UsageError(f"method '{method.name}' needs at least one style image")
-        weights = blend_weights(config.style_blend, len(style_ts))
-        style_ts = [_cap(s, config) for s in style_ts]
-        style_ts = colors.prepare_styles(config.preserve_colors, content_t, style_ts)
-        torch.manual_seed(config.seed)
-        torch.set_flush_denormal(True)  # denormal floats slow CPU convolutions many-fold
+        weights = blend_weights(config_.style_blend, len(style_ts))
+        style_ts = [_cap(s, config_) for s in style_ts]
+        style_ts = colors.prepare_styles(config_.preserve_colors, content_t, style_ts)
         registry = host.weights()
+        with torch_state_kept(device):
+            torch.manual_seed(config_.seed)
+            torch.set_flush_denormal(True)  # denormal floats slow CPU convolutions many-fold
 
-        def make_encoder() -> Encoder:
-            return Encoder(load_vgg(registry, config.weights, progress), config.pooling).to(device)
+            def make_encoder() -> Encoder:
+                return Encoder(load_vgg(registry, config_.weights, progress), config_.pooling).to(device)
 
-        ctx = RunContext(settings=config, device=device, content=content_t.to(device),
-                         styles=[s.to(device) for s in style_ts], style_weights=weights, options=resolved,
-                         hooks=host.run_hooks(active), encoder_factory=make_encoder, weights=registry, note=note,
-                         output=Path(output) if output else None,
-                         generator=torch.Generator().manual_seed(config.seed))
-        started = time.perf_counter()
-        try:
-            ctx.guides.update(ctx.hooks.prepare(ctx))
-            image = method.run(ctx)
-            image = colors.finish(config.preserve_colors, image, ctx.content)
-            image = ctx.hooks.postprocess(ctx, image)
-        except torch.cuda.OutOfMemoryError:
-            raise NSTError(f"CUDA ran out of memory at --size {config.size}; try a smaller --size, fewer --scales or --device cpu") from None
-        finally:
-            for obs in observers:
-                if isinstance(obs, ProgressBar):
-                    obs.close()
-        ctx.summary.setdefault("seconds", round(time.perf_counter() - started, 2))
-        ctx.summary.setdefault("size", f"{image.shape[-1]}x{image.shape[-2]}")
-        ctx.summary.setdefault("device", str(device))
-    return Result(image.detach().float().cpu().clamp(0, 1), ctx.summary, snapshots.written if snapshots else [])
+            ctx = RunContext(mode="run", settings=config_, device=device, content=content_t.to(device),
+                             styles=[s.to(device) for s in style_ts], style_weights=weights, options=resolved,
+                             hooks=host.run_hooks(active, resolved), encoder_factory=make_encoder, weights=registry,
+                             architectures=host.architectures(), outputs=outputs, note=note,
+                             generator=torch.Generator().manual_seed(config_.seed))
+            image = _run_method(ctx, method)
+    image = image.detach().float().cpu().clamp(0, 1)
+    if output is not None:
+        outputs.add(output, image_writer(image, output))
+    written = outputs.commit()
+    return Result(image, ctx.summary, snapshots.written if snapshots else [], written)
+
+
+def _run_method(ctx: RunContext, method) -> torch.Tensor:
+    """prepare -> method -> colours -> postprocess, then nst_finish (also after a failure or Ctrl-C)."""
+    started, image, error = time.perf_counter(), None, None
+    try:
+        ctx.guides.update(ctx.hooks.prepare(ctx))
+        image = ctx.hooks.method(method, ctx)
+        if not isinstance(image, torch.Tensor) or image.dim() != 4 or image.shape[1] != 3:
+            raise NSTError(f"method '{method.name}' (plugin '{method.plugin}') returned "
+                           f"{tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__}, "
+                           "not a (1, 3, H, W) image")
+        if not torch.isfinite(image).all():
+            raise NSTError(f"method '{method.name}' produced NaN or inf pixels; lower the loss weights or --lr")
+        image = colors.finish(ctx.settings.preserve_colors, image, ctx.content)
+        image = ctx.hooks.postprocess(ctx, image)
+    except torch.cuda.OutOfMemoryError as exc:
+        error = exc
+        raise NSTError(f"CUDA ran out of memory at size {ctx.settings.size}; try a smaller size, fewer scales or "
+                       "device cpu") from None
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        ctx.hooks.finish(ctx, image if error is None else None, error)
+    ctx.summary.setdefault("seconds", round(time.perf_counter() - started, 2))
+    ctx.summary.setdefault("size", f"{image.shape[-1]}x{image.shape[-2]}")
+    ctx.summary.setdefault("device", str(ctx.device))
+    return image
 
 
 def _cap(style: torch.Tensor, config: Settings) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """The `nst` command line: thin typer commands over the Python API.
 
-Errors a user can fix print one line `error: ...` and exit 1 (2 for usage errors), no traceback.
+Every error prints one line `error: ...` and exits 1 (2 for usage errors, 130 for Ctrl-C), no traceback
+(NST_DEBUG=1 shows it). Warnings from libraries become `note:` lines.
 """
 from __future__ import annotations
 
@@ -11,25 +12,29 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from nst.errors import NSTError, UsageError
-from nst.settings import CHOICES, Settings
+from nst.errors import NSTError, UsageError, note_line
 
 app = typer.Typer(help="Neural style transfer: `nst run CONTENT STYLE -o OUT.png`.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False, rich_markup_mode=None)
 plugins_app = typer.Typer(help="List installed plugins, or show one plugin's options.", invoke_without_command=True)
 app.add_typer(plugins_app, name="plugins")
-D = Settings()
 RUN = "Run options"
 STYLE = "Style options"
 OPT = "Optimisation"
 PLUG = "Plugins and config"
+# defaults shown in --help (nst.settings.Settings holds the real ones; a test keeps them equal)
+D = dict(method="gatys", size=512, steps=300, content_weight=1.0, style_weight=5e-3, tv_weight=1e5, style_loss="gram",
+         mmd_kernel="gaussian", style_scale=1.0, optimizer="lbfgs", lr=0.02, init="content", seed=0, scales=1,
+         preserve_colors="none", pooling="avg", weights="vgg19", device="auto")
+CHOICE = dict(style_loss="gram|mmd|mrf", mmd_kernel="gaussian|linear|poly|meanstd", optimizer="lbfgs|adam",
+              init="content|noise|style", preserve_colors="none|luminance|histogram", pooling="max|avg")
 
 
 def _console():
     """Rich console on stdout; wide when piped so tables are not cut."""
     from rich.console import Console
 
-    return Console(width=None if sys.stdout.isatty() else 160)
+    return Console(width=None if sys.stdout.isatty() else 400)
 
 
 def _version(value: bool) -> None:
@@ -45,65 +50,74 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=_version, 
     """Neural style transfer with plugins. Start with `nst run CONTENT STYLE -o OUT.png`."""
 
 
-def _choice(name: str) -> str:
-    return "|".join(CHOICES[name])
+def _parse_sets(items: list[str]) -> dict[str, dict[str, Any]]:
+    """['depth.weight=2'] -> {'depth': {'weight': Text('2')}} (parsed by the options' declared types)."""
+    from nst.options import Text
 
-
-def _parse_sets(items: list[str]) -> dict[str, dict[str, str]]:
-    """['depth.weight=2'] -> {'depth': {'weight': '2'}}."""
-    out: dict[str, dict[str, str]] = {}
+    out: dict[str, dict[str, Any]] = {}
     for item in items:
         key, sep, value = item.partition("=")
         plugin, dot, name = key.strip().partition(".")
         if not sep or not dot or not plugin or not name:
             raise UsageError(f"--set expects PLUGIN.KEY=VALUE, got '{item}'")
-        out.setdefault(plugin, {})[name] = value
+        out.setdefault(plugin, {})[name] = Text(value)
     return out
 
 
-def _load_config(path: Path) -> dict[str, Any]:
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise NSTError(f"{path}: config file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise NSTError(f"{path}: cannot read config ({exc})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"{path}: not valid TOML ({exc})") from None
+def _texts(values: dict[str, Any]) -> dict[str, Any]:
+    """String flags wrapped as Text (parsed by the settings' types: '0.5,0.5' -> [0.5, 0.5]); None dropped."""
+    from nst.options import Text
+
+    return {k: Text(v) if isinstance(v, str) else v for k, v in values.items() if v is not None}
+
+
+def _respelled(exc, config: Path | None, flags: dict[str, Any]):
+    """A core setting's FieldError spelled as the user gave it: '--size', or 'run.toml: size' for a key only
+    the config file has (plugin options, 'depth.weight', are spelled the same everywhere)."""
+    from nst.options import flag
+
+    if "." in exc.field or exc.field.startswith("-"):
+        return exc
+    keys: set[str] = set()
+    if config is not None and config.is_file():
+        from nst.config import read_config
+
+        try:
+            keys = set(read_config(config)[0])
+        except NSTError:
+            pass
+    return exc.spelled(f"{config}: {exc.field}" if exc.field in keys and flags.get(exc.field) is None else flag(exc.field))
 
 
 @app.command(no_args_is_help=True)
 def run(
     inputs: Annotated[list[Path], typer.Argument(help="CONTENT image, then one or more STYLE images (PNG, JPEG, TIFF, WebP).", show_default=False)],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output image; format from the suffix (.png .jpg .webp .tif). Written atomically.", show_default=False)],
-    method: Annotated[Optional[str], typer.Option(help=f"Transfer method, from the method registry (`nst plugins` shows providers). [default: {D.method}]", rich_help_panel=RUN)] = None,
-    size: Annotated[Optional[int], typer.Option(help=f"Long side of the output in pixels. [default: {D.size}]", rich_help_panel=RUN)] = None,
-    steps: Annotated[Optional[int], typer.Option(help=f"Optimisation steps at each scale. [default: {D.steps}]", rich_help_panel=OPT)] = None,
-    content_weight: Annotated[Optional[float], typer.Option(help=f"Weight of the content loss. [default: {D.content_weight:g}]", rich_help_panel=STYLE)] = None,
-    style_weight: Annotated[Optional[float], typer.Option(help=f"Weight of the style loss; higher = more stylised. [default: {D.style_weight:g}]", rich_help_panel=STYLE)] = None,
-    tv_weight: Annotated[Optional[float], typer.Option(help=f"Total-variation weight (smoothness). [default: {D.tv_weight:g}]", rich_help_panel=STYLE)] = None,
-    style_loss: Annotated[Optional[str], typer.Option(help=f"Style loss: gram (Gatys), mmd (Li 2017) or mrf (Li & Wand patches). [{_choice('style_loss')}] [default: {D.style_loss}]", rich_help_panel=STYLE)] = None,
-    mmd_kernel: Annotated[Optional[str], typer.Option(help=f"Kernel for --style-loss mmd. [{_choice('mmd_kernel')}] [default: {D.mmd_kernel}]", rich_help_panel=STYLE)] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output image; format from the suffix (.png .jpg .webp .tif). Written atomically, never over an input.", show_default=False)],
+    method: Annotated[Optional[str], typer.Option(help=f"Transfer method, from the method registry (`nst plugins` shows providers). [default: {D['method']}]", rich_help_panel=RUN)] = None,
+    size: Annotated[Optional[int], typer.Option(help=f"Long side of the output in pixels. [default: {D['size']}]", rich_help_panel=RUN)] = None,
+    steps: Annotated[Optional[int], typer.Option(help=f"Optimisation steps at each scale. [default: {D['steps']}]", rich_help_panel=OPT)] = None,
+    content_weight: Annotated[Optional[float], typer.Option(help=f"Weight of the content loss. [default: {D['content_weight']:g}]", rich_help_panel=STYLE)] = None,
+    style_weight: Annotated[Optional[float], typer.Option(help=f"Weight of the style loss; higher = more stylised. [default: {D['style_weight']:g}]", rich_help_panel=STYLE)] = None,
+    tv_weight: Annotated[Optional[float], typer.Option(help=f"Total-variation weight (smoothness). [default: {D['tv_weight']:g}]", rich_help_panel=STYLE)] = None,
+    style_loss: Annotated[Optional[str], typer.Option(help=f"Style loss: gram (Gatys), mmd (Li 2017) or mrf (Li & Wand patches). [{CHOICE['style_loss']}] [default: {D['style_loss']}]", rich_help_panel=STYLE)] = None,
+    mmd_kernel: Annotated[Optional[str], typer.Option(help=f"Kernel for --style-loss mmd. [{CHOICE['mmd_kernel']}] [default: {D['mmd_kernel']}]", rich_help_panel=STYLE)] = None,
     style_blend: Annotated[Optional[str], typer.Option(help="Comma-separated weights, one per style image (normalised to sum 1). [default: equal]", rich_help_panel=STYLE)] = None,
-    style_scale: Annotated[Optional[float], typer.Option(help=f"Style image size relative to the output; smaller = finer strokes. [default: {D.style_scale:g}]", rich_help_panel=STYLE)] = None,
-    content_layers: Annotated[Optional[str], typer.Option(help=f"Comma-separated VGG layers for content. [default: {','.join(D.content_layers)}]", rich_help_panel=STYLE)] = None,
+    style_scale: Annotated[Optional[float], typer.Option(help=f"Style image size relative to the output; smaller = finer strokes. [default: {D['style_scale']:g}]", rich_help_panel=STYLE)] = None,
+    content_layers: Annotated[Optional[str], typer.Option(help="Comma-separated VGG layers for content. [default: relu4_2]", rich_help_panel=STYLE)] = None,
     style_layers: Annotated[Optional[str], typer.Option(help="Comma-separated VGG layers for style. [default: relu1_1,relu2_1,relu3_1,relu4_1,relu5_1; mrf: relu3_1,relu4_1]", rich_help_panel=STYLE)] = None,
-    optimizer: Annotated[Optional[str], typer.Option(help=f"[{_choice('optimizer')}] [default: {D.optimizer}]", rich_help_panel=OPT)] = None,
-    lr: Annotated[Optional[float], typer.Option(help=f"Adam step size (pixels in 0..1). [default: {D.lr:g}]", rich_help_panel=OPT)] = None,
-    init: Annotated[Optional[str], typer.Option(help=f"Start image. [{_choice('init')}] [default: {D.init}]", rich_help_panel=OPT)] = None,
-    seed: Annotated[Optional[int], typer.Option(help=f"Random seed; runs on CPU are reproducible. [default: {D.seed}]", rich_help_panel=OPT)] = None,
-    scales: Annotated[Optional[int], typer.Option(help=f"Coarse-to-fine levels, each half the size of the next. [default: {D.scales}]", rich_help_panel=OPT)] = None,
-    preserve_colors: Annotated[Optional[str], typer.Option(help=f"Keep the content's colours: luminance-only transfer, or match the style's histogram to the content. [{_choice('preserve_colors')}] [default: {D.preserve_colors}]", rich_help_panel=STYLE)] = None,
-    pooling: Annotated[Optional[str], typer.Option(help=f"VGG pooling. [{_choice('pooling')}] [default: {D.pooling}]", rich_help_panel=RUN)] = None,
-    weights: Annotated[Optional[str], typer.Option(help=f"Encoder weights: a name from `nst weights` or a file path. [default: {D.weights}]", rich_help_panel=RUN)] = None,
-    device: Annotated[Optional[str], typer.Option(help=f"auto, cpu, cuda or cuda:N. [default: {D.device}]", rich_help_panel=RUN)] = None,
+    optimizer: Annotated[Optional[str], typer.Option(help=f"[{CHOICE['optimizer']}] [default: {D['optimizer']}]", rich_help_panel=OPT)] = None,
+    lr: Annotated[Optional[float], typer.Option(help=f"Adam step size (pixels in 0..1). [default: {D['lr']:g}]", rich_help_panel=OPT)] = None,
+    init: Annotated[Optional[str], typer.Option(help=f"Start image. [{CHOICE['init']}] [default: {D['init']}]", rich_help_panel=OPT)] = None,
+    seed: Annotated[Optional[int], typer.Option(help=f"Random seed; runs on CPU are reproducible. [default: {D['seed']}]", rich_help_panel=OPT)] = None,
+    scales: Annotated[Optional[int], typer.Option(help=f"Coarse-to-fine levels, each half the size of the next. [default: {D['scales']}]", rich_help_panel=OPT)] = None,
+    preserve_colors: Annotated[Optional[str], typer.Option(help=f"Keep the content's colours: luminance-only transfer, or match the style's histogram to the content. [{CHOICE['preserve_colors']}] [default: {D['preserve_colors']}]", rich_help_panel=STYLE)] = None,
+    pooling: Annotated[Optional[str], typer.Option(help=f"VGG pooling. [{CHOICE['pooling']}] [default: {D['pooling']}]", rich_help_panel=RUN)] = None,
+    weights: Annotated[Optional[str], typer.Option(help=f"Encoder weights: a name from `nst weights` or a file path. [default: {D['weights']}]", rich_help_panel=RUN)] = None,
+    device: Annotated[Optional[str], typer.Option(help=f"auto, cpu, cuda or cuda:N. [default: {D['device']}]", rich_help_panel=RUN)] = None,
     save_every: Annotated[Optional[int], typer.Option(help="Write OUT_stepNNNN.png every N steps (0 = never). [default: 0]", rich_help_panel=RUN)] = None,
     model: Annotated[Optional[str], typer.Option(help="For --method johnson: the network file from `nst train`.", rich_help_panel=RUN)] = None,
     strength: Annotated[Optional[float], typer.Option(help="For --method johnson: blend of stylised and content, 0..1. [default: 1]", rich_help_panel=RUN)] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="With a folder of inputs: replace results already in the output folder (refused otherwise).", rich_help_panel=RUN)] = False,
     plugin: Annotated[Optional[list[str]], typer.Option("--plugin", "-p", help="Plugin taking part in the run (repeatable).", rich_help_panel=PLUG)] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Plugin option PLUGIN.KEY=VALUE (repeatable); see `nst plugins show PLUGIN`.", rich_help_panel=PLUG)] = None,
     config: Annotated[Optional[Path], typer.Option(help="TOML file with the same keys as these flags (e.g. size = 768), `plugins = [..]` and [set.PLUGIN] tables. Flags win.", rich_help_panel=PLUG)] = None,
@@ -111,41 +125,31 @@ def run(
 ) -> None:
     """Stylise CONTENT with one or more STYLE images and write OUTPUT.
 
-    With a method that needs no style (johnson), CONTENT may be a folder or a glob ('photos/*.jpg'):
-    every image is stylised and written to the folder OUTPUT as NAME.png.
+    CONTENT may be a folder or a glob ('photos/*.jpg'): every image is stylised and written to the
+    folder OUTPUT as NAME.png (NAME_EXT.png where two inputs share a name); each written file is listed.
     """
-    from nst.api import run as run_api
-    from nst.core.images import check_output_path, save_image
+    from nst.options import FieldError
 
-    values: dict[str, Any] = {}
-    plugins: list[str] = []
-    sets: dict[str, dict[str, Any]] = {}
-    if config is not None:
-        values = _load_config(config)
-        plugins = list(values.pop("plugins", values.pop("plugin", [])))
-        sets = values.pop("set", {})
-        if not isinstance(sets, dict) or not all(isinstance(v, dict) for v in sets.values()):
-            raise UsageError(f"{config}: [set] must hold one table per plugin, e.g. [set.depth]")
     flags = dict(method=method, size=size, steps=steps, content_weight=content_weight, style_weight=style_weight,
                  tv_weight=tv_weight, style_loss=style_loss, mmd_kernel=mmd_kernel, style_blend=style_blend,
                  style_scale=style_scale, content_layers=content_layers, style_layers=style_layers, optimizer=optimizer,
                  lr=lr, init=init, seed=seed, scales=scales, preserve_colors=preserve_colors, pooling=pooling,
                  weights=weights, device=device, save_every=save_every, model=model, strength=strength)
-    values.update({k: v for k, v in flags.items() if v is not None})
-    for name, options in _parse_sets(set_ or []).items():
-        sets.setdefault(name, {}).update(options)
-    plugins = list(dict.fromkeys(plugins + (plugin or [])))
-    note = lambda msg: typer.echo(f"note: {msg}", err=True)
-    many = _expand_many(inputs[0])
-    if many is not None:
-        _run_many(many, inputs[1:], output, plugins, sets, quiet, note, values)
-        return
-    check_output_path(output)
-    content, styles = inputs[0], inputs[1:]
-    result = run_api(content, styles, plugins=plugins, options=sets, output=output, progress=not quiet, note=note, **values)
-    save_image(result.image, output)
+    call = dict(plugins=list(plugin or []), options=_parse_sets(set_ or []), config=config, note=note_line, **_texts(flags))
+    try:
+        many = _expand_many(inputs[0])
+        if many is not None:
+            _run_many(many, inputs[1:], output, overwrite, quiet, call)
+            return
+        from nst.api import run as run_api
+
+        result = run_api(inputs[0], inputs[1:], output=output, progress=not quiet, **call)
+    except FieldError as exc:
+        raise _respelled(exc, config, flags) from None
     s = result.summary
     typer.echo(f"wrote {output} ({s.pop('size')}, {s.pop('seconds')} s on {s.pop('device')})")
+    for path in result.written[1:]:
+        typer.echo(f"wrote {path}")
     for key, value in s.items():
         typer.echo(f"  {key}: {value}")
 
@@ -158,7 +162,7 @@ def _expand_many(first: Path) -> list[Path] | None:
 
     text = str(first)
     if first.is_dir():
-        found = sorted(p for p in first.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES | {".tif", ".tiff"})
+        found = sorted(p for p in first.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES | {".tif", ".tiff"} and p.is_file())
     elif any(ch in text for ch in "*?[") and not first.exists():
         found = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
     else:
@@ -168,30 +172,60 @@ def _expand_many(first: Path) -> list[Path] | None:
     return found
 
 
-def _run_many(images: list[Path], styles: list[Path], out_dir: Path, plugins, sets, quiet: bool, note, values) -> None:
-    """Stylise each image into OUT_DIR/NAME.png; the model stays loaded between images."""
+def output_names(images: list[Path]) -> list[str]:
+    """A distinct NAME.png per input: the stem, then stem_ext, then the parent folders too, until no two
+    names clash (compared without case, as macOS and Windows do)."""
+    def name(p: Path, level: int) -> str:
+        parts = [p.stem] if level == 0 else [p.stem, p.suffix.lstrip(".")] if level == 1 else \
+            [*p.parent.parts[-(level - 1):], p.stem, p.suffix.lstrip(".")]
+        return "_".join(x for x in parts if x not in ("", "/", ".")) + ".png"
+
+    levels = [0] * len(images)
+    for _ in range(64):
+        names = [name(p, lv) for p, lv in zip(images, levels)]
+        folded = [n.lower() for n in names]
+        clashing = [i for i, n in enumerate(folded) if folded.count(n) > 1]
+        if not clashing:
+            return names
+        for i in clashing:
+            levels[i] += 1
+    raise NSTError("cannot give every input its own output name; put the inputs in one folder with distinct names")
+
+
+def _run_many(images: list[Path], styles: list[Path], out_dir: Path, overwrite: bool, quiet: bool, call: dict) -> None:
+    """Stylise each image into OUT_DIR (checked in full before any work); the model stays loaded between images."""
     import time
 
-    from rich.progress import Progress
-
+    from nst.api import input_paths
     from nst.api import run as run_api
-    from nst.core.images import save_image
+    from nst.core.files import Outputs
+    from nst.core.progress import progress_bar
 
-    if out_dir.suffix and not out_dir.is_dir():
+    if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"{out_dir}: with several inputs, -o must be a folder")
+    if not out_dir.exists() and out_dir.suffix:
+        raise UsageError(f"{out_dir}: with several inputs, -o must be a folder (it does not exist; give a name without a suffix)")
+    targets = [out_dir / n for n in output_names(images)]
+    plan = Outputs(input_paths(images, styles, call.get("model"), call.get("weights")))
+    for target in targets:
+        plan.reserve(target, make_folder=True)
+    existing = [t for t in targets if t.exists()]
+    if existing and not overwrite:
+        raise UsageError(f"{len(existing)} result(s) already exist in {out_dir} (e.g. {existing[0].name}); add --overwrite "
+                         "to replace them")
     out_dir.mkdir(parents=True, exist_ok=True)
     started, failed = time.perf_counter(), []
-    with Progress(disable=quiet, transient=True) as bar:
+    with progress_bar(disable=quiet, transient=True) as bar:
         task = bar.add_task("stylising", total=len(images))
-        for path in images:
+        for path, target in zip(images, targets):
             try:
-                result = run_api(path, styles, plugins=plugins, options=sets, progress=False, note=note, **values)
-                save_image(result.image, out_dir / f"{path.stem}.png")
+                run_api(path, styles, output=target, progress=False, **call)
+                typer.echo(f"  {path} -> {target}")
             except UsageError:
                 raise
             except NSTError as exc:
                 failed.append(path)
-                note(str(exc))
+                note_line(str(exc))
             bar.advance(task)
     seconds = time.perf_counter() - started
     done = len(images) - len(failed)
@@ -224,23 +258,28 @@ def train(
     checkpoint_every: Annotated[Optional[int], typer.Option(help="Write MODEL.ckpt every N steps. [default: 200]")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Data-loading processes. [default: 2]")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from MODEL.ckpt with the same options; gives the same result as an uninterrupted run.")] = False,
-    plugin: Annotated[Optional[list[str]], typer.Option("--plugin", "-p", help="Plugin adding loss terms (repeatable).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Start over, deleting the MODEL.ckpt an interrupted training left.")] = False,
+    plugin: Annotated[Optional[list[str]], typer.Option("--plugin", "-p", help="Plugin adding loss terms or its own network (repeatable).")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Plugin option PLUGIN.KEY=VALUE (repeatable).")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="TOML file with the same keys as these flags, `plugins = [..]` and [set.PLUGIN] tables. Flags win.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Train a fast feed-forward style network for STYLE on the photos in --data (Johnson 2016).
 
     Data-parallel on several GPUs or nodes: torchrun --nproc-per-node N -m nst.cli train ...
     """
+    from nst.options import FieldError
     from nst.training import train as train_api
 
     flags = dict(size=size, batch_size=batch_size, steps=steps, epochs=epochs, lr=lr, content_weight=content_weight,
                  style_weight=style_weight, tv_weight=tv_weight, style_size=style_size, width=width, blocks=blocks,
                  content_layers=content_layers, style_layers=style_layers, weights=weights, device=device, seed=seed,
                  checkpoint_every=checkpoint_every, workers=workers)
-    result = train_api(style, data, output, plugins=plugin or [], options=_parse_sets(set_ or []), resume=resume,
-                       progress=not quiet, note=lambda msg: typer.echo(f"note: {msg}", err=True),
-                       **{k: v for k, v in flags.items() if v is not None})
+    try:
+        result = train_api(style, data, output, plugins=plugin or [], options=_parse_sets(set_ or []), resume=resume,
+                           overwrite=overwrite, config=config, progress=not quiet, note=note_line, **_texts(flags))
+    except FieldError as exc:
+        raise _respelled(exc, config, flags) from None
     if result.model is not None:
         last = result.losses[-1] if result.losses else {}
         typer.echo(f"wrote {result.model} ({result.steps} steps, {result.seconds:.1f} s; final loss {last.get('total', 0):.4g})")
@@ -251,60 +290,69 @@ def train(
 def export(
     model: Annotated[Path, typer.Argument(help="A model file from `nst train`.", show_default=False)],
     onnx: Annotated[Path, typer.Option("--onnx", help="ONNX file to write (input 'image', output 'stylised', (B, 3, H, W) in 0..1, any size).", show_default=False)],
-    opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
+    opset: Annotated[int, typer.Option(help="ONNX opset (14 to 20).")] = 17,
 ) -> None:
     """Export a trained style network to ONNX, for onnxruntime and other runtimes."""
-    from nst.core.images import check_writable
+    from nst.core.files import Outputs
     from nst.core.johnson import export_onnx, load_model
 
-    check_writable(onnx)
-    net, info = load_model(model)
+    if not 14 <= opset <= 20:
+        raise UsageError(f"--opset must be between 14 and 20, got {opset}")
+    outputs = Outputs([model])
+    outputs.reserve(onnx)
+    net, info = load_model(model, _host().architectures())
+    try:
+        import onnx as _onnx  # noqa: F401  (torch's exporter needs it; say so instead of its own error)
+    except ImportError:
+        raise NSTError("ONNX export needs the onnx package: pip install 'nst-suite[onnx]'") from None
     try:
         export_onnx(net, onnx, opset)
-    except ImportError as exc:
-        raise NSTError(f"ONNX export needs the onnx package ({exc.name}): pip install 'nst-suite[onnx]'") from None
+    except NSTError:
+        raise
+    except Exception as exc:  # torch's exporter raises its own types (OnnxExporterError, ...)
+        raise NSTError(f"ONNX export failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
     typer.echo(f"wrote {onnx} (style {info.get('style', '?')}, opset {opset})")
 
 
 @plugins_app.callback()
 def plugins_list(ctx: typer.Context) -> None:
-    """Every installed plugin: name, version, providing package, status (broken ones with their error)."""
+    """Every installed plugin: name, version, providing package, status (broken ones with their error), what it provides."""
     if ctx.invoked_subcommand is not None:
         return
     from rich.table import Table
 
     host = _host()
-    methods = host.methods()
-    options = host.options()
     table = Table("name", "version", "package", "status", "provides")
-    for name, rec in sorted(host.records.items()):
-        provides = [f"method {m}" for m, meth in methods.items() if meth.plugin == name]
-        if options.get(name):
-            provides.append(f"{len(options[name])} option(s)")
-        status = "ok" if rec.status == "ok" else f"[red]error[/red]: {rec.error}"
-        table.add_row(name, rec.version, rec.package, status, ", ".join(provides))
-    _console().print(table)
+    for rec in sorted([*host.records.values(), *host.refused], key=lambda r: (r.name, r.status != "ok")):
+        status = "ok" if rec.status == "ok" else f"{rec.status}: {rec.error}"
+        table.add_row(rec.name, rec.version, rec.package, status, ", ".join(rec.provides()))
+    _console().print(table, highlight=False)
 
 
 @plugins_app.command("show")
 def plugins_show(name: Annotated[str, typer.Argument(help="Plugin name, as listed by `nst plugins`.")]) -> None:
-    """One plugin's options (name, type, default, help) and the methods it provides."""
+    """One plugin's methods, commands and options (name, type, default, help)."""
     from rich.table import Table
+
+    from nst.options import type_name
 
     host = _host()
     host.check_plugin(name)
     rec = host.records[name]
     console = _console()
     console.print(f"[bold]{name}[/bold] {rec.version} from {rec.package}")
-    for m in (m for m in host.methods().values() if m.plugin == name):
+    for m in rec.methods.values():
         console.print(f"method [bold]{m.name}[/bold]: {m.help}")
-    options = host.options().get(name, {})
-    if not options:
+    for command in rec.commands:
+        console.print(f"command [bold]nst {command}[/bold] (see nst {command} --help)")
+    for arch in rec.architectures:
+        console.print(f"architecture [bold]{arch}[/bold]")
+    if not rec.options:
         console.print("no options")
         return
     table = Table("option", "type", "default", "help")
-    for key, opt in options.items():
-        kind = opt.type.__name__ + (f" ({'|'.join(map(str, opt.choices))})" if opt.choices else "")
+    for key, opt in rec.options.items():
+        kind = type_name(opt.type) + (f" ({'|'.join(map(str, opt.choices))})" if opt.choices else "")
         table.add_row(f"{name}.{key}", kind, repr(opt.default), opt.help)
     console.print(table)
 
@@ -331,30 +379,64 @@ def weights_list() -> None:
 
 
 def _host():
-    from nst.api import default_host
+    from nst.host import default_host
 
     return default_host()
 
 
+def _warnings_as_notes() -> None:
+    """Library warnings (torch, Pillow, numpy) become one `note:` line each instead of a raw warning."""
+    import warnings
+
+    def show(message, category, *_args, **_kwargs) -> None:
+        note_line(f"{category.__name__}: {str(message).strip().splitlines()[0] if str(message).strip() else ''}")
+
+    warnings.showwarning = show
+
+
+def _fail(message: str, code: int) -> None:
+    typer.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
 def main() -> None:
-    """Console entry point: maps errors to one line and an exit code."""
+    """Console entry point: maps every error to one line and an exit code."""
     try:
-        _host().register_commands(app)
-        app()
-    except UsageError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-    except NSTError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+        from typer._click.exceptions import ClickException, NoArgsIsHelpError
+    except ImportError:  # typer without its own copy of click
+        from click.exceptions import ClickException, NoArgsIsHelpError
+    debug = bool(os.environ.get("NST_DEBUG"))
+    try:
+        _warnings_as_notes()
+        _host().attach_commands(app)
+        code = app(standalone_mode=False, prog_name="nst")
     except KeyboardInterrupt:
-        typer.echo("error: interrupted", err=True)
-        sys.exit(130)
+        code = 130
+    except NoArgsIsHelpError as exc:  # `nst` or `nst run` alone: the help, as --help prints it
+        typer.echo(exc.ctx.get_help())
+        sys.exit(0)
+    except ClickException as exc:  # the argument parser: bad value, missing option, unknown command
+        where = f" (see `{exc.ctx.command_path} --help`)" if getattr(exc, "ctx", None) else ""
+        _fail(f"{exc.format_message()}{where}", 2)
+    except NSTError as exc:
+        if debug:
+            import traceback
+
+            traceback.print_exception(exc.__cause__ or exc)
+        from nst.options import FieldError, flag
+
+        if isinstance(exc, FieldError) and not exc.field.startswith(("-", "/")) and "." not in exc.field and ":" not in exc.field:
+            exc = exc.spelled(flag(exc.field))  # a core setting reached from a command: spelled as its flag
+        _fail(str(exc), 2 if isinstance(exc, UsageError) else 1)
+    except MemoryError:
+        _fail("out of memory; use a smaller --size (or fewer images at once)", 1)
     except Exception as exc:
-        if os.environ.get("NST_DEBUG"):
+        if debug:
             raise
-        typer.echo(f"error: unexpected failure ({type(exc).__name__}: {exc}); set NST_DEBUG=1 for the traceback", err=True)
-        sys.exit(1)
+        _fail(f"unexpected failure ({type(exc).__name__}: {exc}); set NST_DEBUG=1 for the traceback", 1)
+    if code == 130:
+        _fail("interrupted", 130)
+    sys.exit(code or 0)
 
 
 if __name__ == "__main__":

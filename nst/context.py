@@ -1,18 +1,19 @@
-"""What a run carries from hook to hook: RunContext, the schedule type and the method record."""
+"""What a run or a training carries from hook to hook: RunContext, the schedule types and the method record."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
-from nst.settings import Settings
+from nst.core.files import Outputs
 
 if TYPE_CHECKING:
     from nst.core.encoder import Encoder
     from nst.core.weights import Registry
-    from nst.plugins.manager import RunHooks
+    from nst.host import RunHooks
+    from nst.settings import Settings
+    from nst.training import TrainSettings
 
 
 @dataclass
@@ -28,10 +29,20 @@ Schedule = list[Scale]
 
 @dataclass
 class ScaleState:
-    """The current scale's inputs: content (1, 3, h, w) and styles [(1, 3, h_i, w_i)], on ctx.device."""
+    """The current scale of a gatys run: content (1, 3, h, w) and styles [(1, 3, h_i, w_i)], on ctx.device."""
 
     index: int
     size: int
+    content: torch.Tensor
+    styles: list[torch.Tensor]
+
+
+@dataclass
+class TrainBatch:
+    """The current step of `nst train`: INDEX counts steps from 0, CONTENT the (B, 3, S, S) batch of photos,
+    STYLES the style image(s) at the training style size."""
+
+    index: int
     content: torch.Tensor
     styles: list[torch.Tensor]
 
@@ -49,30 +60,39 @@ class Method:
 
 @dataclass
 class RunContext:
-    """Everything a run's hooks see.
+    """Everything a run's (or a training's) hooks see.
 
-    content: (1, 3, H, W) at the output size; styles: [(1, 3, H_i, W_i)] as loaded (after colour
-    preparation); style_weights: blend weights summing to 1; options: {plugin: {key: value}} for the
-    plugins taking part; guides: what nst_prepare hooks returned; summary: figures a plugin wants
-    reported at the end (name -> value); scale: the current ScaleState while a method runs;
-    total_steps: set by the method when it knows how many on_step calls will come; weights: the
-    registry of weight sources (VGG and every plugin's), for plugins that load their own networks.
+    mode: "run" (`nst run` and the API: gatys, johnson, analogy and plugin methods) or "train"
+    (`nst train`); settings: nst.settings.Settings in runs, nst.training.TrainSettings in training;
+    content: (1, 3, H, W) at the output size in runs, None in training (photos come per step in
+    `batch`); styles: [(1, 3, H_i, W_i)] as loaded (after colour preparation); style_weights: blend
+    weights summing to 1; options: {plugin: {key: value}} for the plugins taking part; guides: what
+    nst_prepare hooks returned; summary: figures reported at the end (name -> value); scale: the current
+    ScaleState while a gatys run optimises (None otherwise); batch: the current TrainBatch in training;
+    total_steps: set by the method when it knows how many on_step calls will come; weights: the registry
+    of weight sources; architectures: the registry of network architectures (name -> build(config));
+    outputs: the files this run writes (nst.core.files.Outputs): a plugin writing files reserves their paths
+    in nst_prepare (`ctx.outputs.reserve(path)`, checked against the inputs) and queues them with
+    `ctx.outputs.add(path, write)`, so they appear together with the result or not at all.
     """
 
-    settings: Settings
+    mode: str
+    settings: "Settings | TrainSettings"
     device: torch.device
-    content: torch.Tensor
+    content: torch.Tensor | None
     styles: list[torch.Tensor]
     style_weights: list[float]
     options: dict[str, dict[str, Any]]
     hooks: "RunHooks"
     encoder_factory: Callable[[], "Encoder"]
     weights: "Registry"
+    architectures: dict[str, Callable[[dict], torch.nn.Module]] = field(default_factory=dict)
+    outputs: Outputs = field(default_factory=Outputs)
     note: Callable[[str], None] = print
-    output: Path | None = None
     guides: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
     scale: ScaleState | None = None
+    batch: TrainBatch | None = None
     total_steps: int | None = None
     generator: torch.Generator | None = None
     _encoder: "Encoder | None" = None
@@ -82,3 +102,15 @@ class RunContext:
         if self._encoder is None:
             self._encoder = self.encoder_factory()
         return self._encoder
+
+    @property
+    def current_content(self) -> torch.Tensor:
+        """The content the current loss terms are built for: ctx.scale.content in a gatys run,
+        ctx.batch.content in training, else ctx.content."""
+        if self.batch is not None:
+            return self.batch.content
+        return self.scale.content if self.scale is not None else self.content
+
+    def plugin_options(self, plugin: object | str) -> dict[str, Any]:
+        """The validated options of PLUGIN (its name, or the plugin object itself: a module or instance)."""
+        return self.options[plugin if isinstance(plugin, str) else self.hooks.name_of(plugin)]

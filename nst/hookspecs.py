@@ -1,9 +1,16 @@
-"""Every hook of nst, in one place. Plugins implement them with `@nst.hookimpl`.
+"""Every hook of nst, in one place, with the markers: plugins implement hooks with ``@nst.hookimpl``.
 
-pluggy calls hooks with keyword arguments; an implementation may accept any subset of them.
-Hooks marked "run hooks" are called only for the plugins taking part in a run (named with
-`--plugin`, or providing the chosen method); the others are called for every installed plugin.
-See docs/plugins.md for a worked example package.
+pluggy calls hooks with keyword arguments; an implementation may accept any subset of them, by the
+names used here. Two kinds:
+
+- **host hooks** are called once for every installed plugin when the host loads it (registries:
+  methods, options, weight sources, network architectures, CLI commands);
+- **run hooks** are called only for the plugins taking part in a run or a training (named with
+  ``--plugin``, providing the chosen method, or passed in-process). Every run hook may also take
+  ``options``: this plugin's validated options (the same dict as ``ctx.options[NAME]``), so a module
+  works the same installed under any name or passed in-process.
+
+docs/plugins.md has a table of which run hook fires in which mode, and a worked example package.
 """
 from __future__ import annotations
 
@@ -20,64 +27,89 @@ if TYPE_CHECKING:
     from nst.core.losses import LossTerm
 
 hookspec = pluggy.HookspecMarker("nst")
+hookimpl = pluggy.HookimplMarker("nst")
 
+
+# --- host hooks: called for every plugin when it is loaded ------------------------------------------
 
 @hookspec
 def nst_register_methods(register: Callable[..., None]) -> None:
-    """Add transfer methods (gatys, johnson, analogy, ...). Called for every plugin when the host starts.
+    """Add transfer methods (gatys, johnson, analogy, ...).
 
     Call ``register(name, run, help="", needs_style=True)`` once per method, where
     ``run(ctx: RunContext) -> torch.Tensor`` returns the result, shape (1, 3, H, W), RGB in [0, 1].
-    A plugin that provides the method chosen with ``--method`` takes part in that run.
+    A plugin that provides the method chosen with ``--method`` takes part in that run. A name that is
+    already taken (by a built-in or an earlier plugin) is refused and this plugin is marked broken.
     """
 
 
 @hookspec
 def nst_plugin_options(register: Callable[..., None]) -> None:
-    """Declare this plugin's typed options. Called for every plugin when the host starts.
+    """Declare this plugin's typed options.
 
-    Call ``register(key, type, default, help, choices=None)``; ``type`` is one of bool, int, float,
-    str or pathlib.Path. Users set them with ``--set PLUGIN.KEY=VALUE``, a ``[set.PLUGIN]`` table in
-    the config file, or ``options={"PLUGIN": {"KEY": value}}`` in the API; the validated values
-    (defaults filled in) are in ``ctx.options[PLUGIN]``. ``nst plugins show PLUGIN`` lists them.
+    Call ``register(key, type, default, help="", choices=None, min=None, max=None)``; ``type`` is
+    bool, int, float, str, pathlib.Path or a list of one of the last four (``list[int]``, ...); a
+    default of None makes the option optional. Users set them with ``--set PLUGIN.KEY=VALUE``, a
+    ``[set.PLUGIN]`` table in the config file, or ``options={"PLUGIN": {"KEY": value}}`` in the API;
+    ``nst plugins show PLUGIN`` lists them.
     """
 
 
 @hookspec
 def nst_register_weights(register: Callable[..., None]) -> None:
     """Add named weight sources (``register(nst.WeightSource(...))``): URL + sha256 + cache, or embedded.
-    Called for every plugin; ``nst weights`` lists them with their status.
+    ``nst weights`` lists them with their status. A name already taken marks this plugin broken.
     """
 
 
 @hookspec
-def nst_prepare(ctx: RunContext) -> dict[str, Any] | None:
-    """Run hook, once before the method starts (or before training): compute guides (depth maps,
-    masks, stroke maps) or load models.
+def nst_register_architectures(register: Callable[..., None]) -> None:
+    """Add feed-forward network architectures that model files may name.
 
-    ``ctx.content`` (1, 3, H, W) and ``ctx.styles`` (list of (1, 3, H_i, W_i)) are on ``ctx.device``
-    at the output size. The returned dict is merged into ``ctx.guides``; prefix keys with the plugin
-    name to avoid clashes.
+    Call ``register(name, build)``, where ``build(config: dict) -> torch.nn.Module`` rebuilds the
+    network from the ``config`` dict saved in the model file (the network's ``config`` attribute when
+    it was trained; its ``"arch"`` key is NAME). ``--method johnson --model M``, ``nst export`` and
+    ``nst train --resume`` build networks through this registry.
     """
 
 
 @hookspec
-def nst_losses(ctx: RunContext, encoder: Encoder) -> list[LossTerm] | None:
-    """Run hook: extra loss terms, built for the current content. Gatys calls it once per scale;
-    `nst train` once per step, with the batch of training photos as content.
+def nst_register_commands(app: typer.Typer) -> None:
+    """Add CLI sub-commands to the ``nst`` typer app (e.g. ``nst depth``). A command whose name exists
+    already (``run``, or another plugin's) is refused and this plugin is marked broken.
+    """
 
-    ``ctx.scale`` holds the current content ((1, 3, h, w), or the (B, 3, S, S) batch in training) and
-    styles; ``encoder`` is the shared VGG encoder. The image a term sees has the content's shape.
-    Each ``LossTerm(name, weight, fn, layers)`` names the encoder layers it reads; the engine runs
-    the encoder once per step on the union of all terms' layers and calls ``fn(features, image)``.
-    A term named "content", "style" or "tv" replaces the core term of that name (e.g. region-wise
-    style in place of the global one).
+
+# --- run hooks: called only for the plugins taking part ---------------------------------------------
+
+@hookspec
+def nst_prepare(ctx: RunContext, options: dict[str, Any]) -> dict[str, Any] | None:
+    """Once before the method starts (or before training): compute guides (depth maps, masks, stroke
+    maps) or load models.
+
+    In runs, ``ctx.content`` (1, 3, H, W) and ``ctx.styles`` (list of (1, 3, H_i, W_i)) are on
+    ``ctx.device`` at the output size. In training (``ctx.mode == "train"``) ``ctx.content`` is None
+    (photos arrive per step in ``ctx.batch``) and ``ctx.styles`` holds the style image. The returned
+    dict is merged into ``ctx.guides``; prefix keys with the plugin name to avoid clashes.
+    """
+
+
+@hookspec
+def nst_losses(ctx: RunContext, encoder: Encoder, options: dict[str, Any]) -> list[LossTerm] | None:
+    """Extra loss terms, built for the current content: gatys calls it once per scale (``ctx.scale``),
+    `nst train` once per step (``ctx.batch``); ``ctx.current_content`` is the content of either.
+
+    ``encoder`` is the shared VGG encoder. Each ``LossTerm(name, weight, fn, layers)`` names the
+    encoder layers it reads; the engine runs the encoder once per step on the union of all terms'
+    layers and calls ``fn(features, image)``, ``image`` having the content's shape. A term named
+    "content", "style" or "tv" replaces the core term of that name; two plugins replacing the same
+    core term is an error.
     """
 
 
 @hookspec(firstresult=True)
-def nst_schedule(ctx: RunContext) -> Schedule | None:
-    """Run hook, first non-None result wins: replace the coarse-to-fine schedule.
+def nst_schedule(ctx: RunContext, options: dict[str, Any]) -> Schedule | None:
+    """First non-None result wins: replace the coarse-to-fine schedule of a gatys run.
 
     Return a list of ``Scale(size, steps)`` (long side in pixels, optimisation steps), coarse first.
     The default schedule comes from ``--size``, ``--steps`` and ``--scales``.
@@ -85,41 +117,48 @@ def nst_schedule(ctx: RunContext) -> Schedule | None:
 
 
 @hookspec(firstresult=True)
-def nst_train_network(ctx: RunContext, config: Any) -> torch.nn.Module | None:
-    """Run hook of `nst train`, first non-None result wins: the network to train instead of the
-    Johnson TransformerNet (called once, before ``nst_prepare``; do not call ``ctx.encoder()`` here).
+def nst_train_network(ctx: RunContext, config: Any, options: dict[str, Any]) -> torch.nn.Module | None:
+    """`nst train` only, first non-None result wins: the network to train instead of the Johnson
+    TransformerNet (called once, before ``nst_prepare``; do not call ``ctx.encoder()`` here).
 
     ``config`` is the ``nst.training.TrainSettings``. The module maps (B, 3, H, W) in [0, 1] to the same
-    shape and takes the keyword inputs that ``nst_network_inputs`` provides; its ``config`` attribute (a
-    JSON-able dict with an "arch" key that ``nst.core.johnson.load_model`` knows) is saved in the model file.
+    shape and takes the keyword inputs that ``nst_network_inputs`` provides. Its ``config`` attribute, a
+    JSON-able dict whose ``"arch"`` names an architecture registered with ``nst_register_architectures``,
+    is saved in the model file.
     """
 
 
 @hookspec
-def nst_network_inputs(ctx: RunContext, net: torch.nn.Module) -> dict[str, Any] | None:
-    """Run hook: extra keyword inputs for a feed-forward network's forward call, merged over plugins.
+def nst_network_inputs(ctx: RunContext, net: torch.nn.Module, options: dict[str, Any]) -> dict[str, Any] | None:
+    """Extra keyword inputs for a feed-forward network's forward call, merged over plugins.
 
-    `nst train` calls it every step (``ctx.scale`` holds the step index and batch) and ``--method johnson``
-    once per image, with the network in ``net``. Return e.g. ``{"stroke": 400.0}``, or None.
+    `nst train` calls it every step (``ctx.batch`` holds the step index and photos) and
+    ``--method johnson`` once per image, with the network in ``net``. Return e.g. ``{"stroke": 400.0}``.
     """
 
 
 @hookspec
-def nst_on_step(ctx: RunContext, step: int, image: torch.Tensor, losses: dict[str, float]) -> None:
-    """Run hook, after every optimisation step: observe only (progress, snapshots, logging).
+def nst_on_step(ctx: RunContext, step: int, image: torch.Tensor, losses: dict[str, float],
+                options: dict[str, Any]) -> None:
+    """After every optimisation step (or layer, for analogy; or training step): observe only.
 
-    ``step`` counts from 1 over all scales; ``image`` (1, 3, h, w) is the current estimate
-    (unclamped, do not modify); ``losses`` maps each term's name (and "total") to its weighted value.
+    ``step`` counts from 1 (over all scales); ``image`` (B, 3, h, w) is the current estimate
+    (unclamped, do not modify); ``losses`` maps each term's name and "total" to its weighted value.
     """
 
 
 @hookspec
-def nst_postprocess(ctx: RunContext, image: torch.Tensor) -> torch.Tensor | None:
-    """Run hook, after the method (and colour preservation): return a new (1, 3, H, W) image in [0, 1]
+def nst_postprocess(ctx: RunContext, image: torch.Tensor, options: dict[str, Any]) -> torch.Tensor | None:
+    """After the method (and colour preservation) of a run: return a new (1, 3, H, W) image in [0, 1]
     or None to leave it. Plugins are applied in turn, each receiving the previous one's result.
     """
 
 
 @hookspec
-def nst_register_commands(app: typer.Typer) -> None:
-    """Add CLI sub-commands to the ``nst`` typer app (e.g. ``nst depth``). Called for every plugin."""
+def nst_finish(ctx: RunContext, result: Any, error: BaseException | None, options: dict[str, Any]) -> None:
+    """Once at the end of every run or training that started (options and inputs were valid), also
+    after a failure or Ctrl-C: flush and close files, write reports.
+
+    ``result`` is the final image (1, 3, H, W) of a run or the ``nst.TrainResult`` of a training, None
+    after a failure; ``error`` is the exception that ended it (KeyboardInterrupt for Ctrl-C), or None.
+    """

@@ -1,15 +1,16 @@
-"""In-process plugins that watch a run through nst_on_step: a rich progress bar and snapshots."""
+"""In-process plugins that watch a run through nst_on_step: a progress bar and snapshots."""
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
 from nst.core.images import save_image
-from nst.plugins.manager import hookimpl
+from nst.core.progress import progress_bar
+from nst.hookspecs import hookimpl
 
 
 class ProgressBar:
-    """Shows step, ETA and the current loss terms on stderr."""
+    """Shows step, ETA and the current loss terms on stderr; closed by nst_finish."""
 
     name = "progress"
 
@@ -22,24 +23,21 @@ class ProgressBar:
 
     @hookimpl
     def nst_on_step(self, ctx, step, losses) -> None:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
         if self._bar is None:
-            self._bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[losses]}"),
-                                 console=Console(stderr=True), transient=False)
+            self._bar = progress_bar("{task.fields[losses]}")
             self._bar.start()
             self._task = self._bar.add_task("", total=ctx.total_steps, losses="")
             self._started, self._first = time.perf_counter(), step
         text = "  ".join(f"{k} {v:.3g}" for k, v in losses.items())
         if self.unit and step > self._first:
             text += f"  {(step - self._first) * self.per_step / (time.perf_counter() - self._started):.1f} {self.unit}/s"
-        label = getattr(ctx.settings, "method", "train")
+        label = ctx.settings.method if ctx.mode == "run" else "train"
         size = f"{ctx.scale.size}px" if ctx.scale is not None else ""
         self._bar.update(self._task, completed=step, losses=text, description=f"{label} {size}")
-        if ctx.total_steps is not None and step >= ctx.total_steps:
-            self.close()
+
+    @hookimpl
+    def nst_finish(self) -> None:
+        self.close()
 
     def close(self) -> None:
         if self._bar is not None:
@@ -57,7 +55,7 @@ class Snapshots:
         self.written: list[Path] = []
 
     @hookimpl
-    def nst_on_step(self, step, image) -> None:
+    def nst_on_step(self, ctx, step, image) -> None:
         if step % self.every == 0:
-            path = self.output.with_name(f"{self.output.stem}_step{step:04d}.png")
+            path = ctx.outputs.reserve(self.output.with_name(f"{self.output.stem}_step{step:04d}.png"))
             self.written.append(save_image(image.clamp(0, 1), path))

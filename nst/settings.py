@@ -1,14 +1,13 @@
 """The core options of a run: one dataclass shared by the CLI flags, the TOML config and the API."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 from nst.core.encoder import LAYERS
 from nst.core.images import MAX_SIDE
 from nst.core.losses import STYLE_LOSSES
-from nst.errors import UsageError
+from nst.options import FieldError, check_range, parse_fields
 
 CHOICES = {
     "style_loss": STYLE_LOSSES,
@@ -21,6 +20,9 @@ CHOICES = {
 
 GATYS_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 STYLE_LAYERS = {"gram": GATYS_LAYERS, "mmd": GATYS_LAYERS, "mrf": ("relu3_1", "relu4_1")}  # Li & Wand use 3_1, 4_1
+MAX_WEIGHT = 1e12  # loss weights beyond this overflow float32 losses: refused rather than "diverged"
+MAX_STEPS = 1_000_000
+SEED_LIMIT = 2 ** 63 - 1
 
 
 @dataclass
@@ -53,76 +55,33 @@ class Settings:
     strength: float = 1.0
 
     def validate(self) -> "Settings":
+        """Checks choices and ranges; errors name the field (FieldError)."""
         if self.style_layers is None and self.style_loss in STYLE_LAYERS:
             self.style_layers = list(STYLE_LAYERS[self.style_loss])
         for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
-                raise UsageError(f"--{flag(name)} must be one of {', '.join(allowed)}, got '{getattr(self, name)}'")
+                raise FieldError(name, f"must be one of {', '.join(allowed)}, got '{getattr(self, name)}'")
         if not 16 <= self.size <= MAX_SIDE:
-            raise UsageError(f"--size {self.size} is out of range (16 to {MAX_SIDE})")
-        for name in ("steps", "scales", "save_every", "seed"):
-            if getattr(self, name) < (1 if name in ("steps", "scales") else 0):
-                raise UsageError(f"--{flag(name)} must be {'at least 1' if name in ('steps', 'scales') else '0 or more'}, got {getattr(self, name)}")
+            raise FieldError("size", f"{self.size} is out of range (16 to {MAX_SIDE} pixels on the long side)")
+        check_range("steps", self.steps, 1, MAX_STEPS)
+        check_range("scales", self.scales, 1, 10)
+        check_range("save_every", self.save_every, 0, MAX_STEPS)
+        check_range("seed", self.seed, 0, SEED_LIMIT)
         for name in ("content_weight", "style_weight", "tv_weight"):
-            if getattr(self, name) < 0:
-                raise UsageError(f"--{flag(name)} must be 0 or more, got {getattr(self, name)}")
-        if not 0.05 <= self.style_scale <= 8:
-            raise UsageError(f"--style-scale must be between 0.05 and 8, got {self.style_scale}")
-        if not 0 <= self.strength <= 1:
-            raise UsageError(f"--strength must be between 0 and 1, got {self.strength}")
-        if self.lr <= 0:
-            raise UsageError(f"--lr must be positive, got {self.lr}")
+            check_range(name, getattr(self, name), 0, MAX_WEIGHT)
+        check_range("style_scale", self.style_scale, 0.05, 8)
+        check_range("strength", self.strength, 0, 1)
+        if not 0 < self.lr <= 10:
+            raise FieldError("lr", f"must be positive and at most 10, got {self.lr:g}")
         if self.size / 2 ** (self.scales - 1) < 16:
-            raise UsageError(f"--scales {self.scales} is too many for --size {self.size} (the coarsest scale would be under 16 px)")
+            raise FieldError("scales", f"{self.scales} is too many for size {self.size} (the coarsest scale would be under 16 px)")
         for name in ("content_layers", "style_layers"):
             bad = [l for l in getattr(self, name) if l not in LAYERS]
             if bad or not getattr(self, name):
-                raise UsageError(f"--{flag(name)}: unknown layer {', '.join(bad) or '(none given)'} (known: {', '.join(LAYERS)})")
-        if self.style_blend is not None and any(w < 0 for w in self.style_blend):
-            raise UsageError("--style-blend weights must be 0 or more")
+                raise FieldError(name, f"unknown layer {', '.join(bad) or '(none given)'} (known: {', '.join(LAYERS)})")
+        if self.style_blend is not None:
+            check_range("style_blend", self.style_blend, 0, MAX_WEIGHT)
         return self
-
-
-def flag(name: str) -> str:
-    return name.replace("_", "-")
-
-
-def _coerce(name: str, kind: str, value: Any) -> Any:
-    """A config/API value to a field's type (KIND as annotated); lists may be comma-separated strings."""
-    base = kind.replace(" | None", "")
-    try:
-        if base == "int":
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError
-            return int(value)
-        if base == "float":
-            if isinstance(value, bool):
-                raise ValueError
-            return float(value)
-        if base == "str":
-            if not isinstance(value, (str, Path)):
-                raise ValueError
-            return str(value)
-        items = value.split(",") if isinstance(value, str) else list(value)  # list fields
-        if "float" in base:
-            return [float(v) for v in items]
-        return [str(v).strip() for v in items]
-    except (TypeError, ValueError):
-        raise UsageError(f"{flag(name)}: expected {base}, got {value!r}") from None
-
-
-def parse_fields(cls, values: dict[str, Any], what: str = "option") -> dict[str, Any]:
-    """Keyword arguments for dataclass CLS from VALUES (keys with dashes allowed, None = not given),
-    checking names and types."""
-    types = {f.name: f.type for f in fields(cls)}
-    clean = {}
-    for key, value in values.items():
-        name = key.replace("-", "_")
-        if name not in types:
-            raise UsageError(f"unknown {what} '{key}' (known: {', '.join(sorted(flag(k) for k in types))})")
-        if value is not None:
-            clean[name] = _coerce(name, types[name], value)
-    return clean
 
 
 def make_settings(values: dict[str, Any]) -> Settings:

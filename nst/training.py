@@ -1,7 +1,9 @@
-"""Train a Johnson transformation network for one style: `nst.train(style, data, output, ...)`.
+"""Train a feed-forward style network: `nst.train(style, data, output, ...)` (Johnson et al. 2016).
 
 Runs data-parallel under torchrun (DistributedDataParallel; gloo on CPU, nccl on CUDA) when
-WORLD_SIZE > 1. Rank 0 writes the model, checkpoints (MODEL.ckpt) and loss curves (MODEL.losses.csv/png).
+WORLD_SIZE > 1. Rank 0 writes the model with its loss curves (MODEL.losses.csv/png) at the end, all
+together, and a checkpoint (MODEL.ckpt, with interim curves MODEL.ckpt.losses.csv/png) every
+--checkpoint-every steps and on Ctrl-C. A non-finite loss stops the training; the last checkpoint stays.
 """
 from __future__ import annotations
 
@@ -17,15 +19,19 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
-from nst.context import RunContext, ScaleState
+from nst.api import input_paths, merge_config, split_plugins
+from nst.context import RunContext, TrainBatch
+from nst.core.devices import pick_device, torch_state_kept
 from nst.core.encoder import LAYERS, Encoder, load_vgg
-from nst.core.files import atomic_path
-from nst.core.images import as_tensor, check_writable, resize_long_side
-from nst.core.johnson import TransformerNet, save_model
+from nst.core.files import Outputs, atomic_path
+from nst.core.images import as_tensor, check_min_side, resize_long_side
+from nst.core.johnson import TransformerNet, build_network, save_model
 from nst.core.losses import content_term, merge_terms, style_term, tv_term
 from nst.core.photos import PhotoCrops, StreamSampler, collate, find_photos
-from nst.errors import NSTError, UsageError
-from nst.settings import GATYS_LAYERS, parse_fields
+from nst.errors import NSTError, UsageError, note_line
+from nst.host import default_host, plugins_for_call
+from nst.options import FieldError, check_range, parse_fields
+from nst.settings import GATYS_LAYERS, MAX_STEPS, MAX_WEIGHT, SEED_LIMIT
 
 
 @dataclass
@@ -53,20 +59,25 @@ class TrainSettings:
     workers: int = 2
 
     def validate(self, photos: int, world: int) -> "TrainSettings":
-        if not 16 <= self.size <= 2048:
-            raise UsageError(f"--size {self.size} is out of range (16 to 2048)")
-        if min(self.batch_size, self.width, self.blocks, self.checkpoint_every) < 1 or self.workers < 0:
-            raise UsageError("--batch-size, --width, --blocks and --checkpoint-every must be at least 1, --workers 0 or more")
+        """Checks ranges (errors name the field) and fills in steps and style_size."""
+        for name, lo, hi in [("size", 16, 2048), ("batch_size", 1, 1024), ("width", 1, 256), ("blocks", 1, 64),
+                             ("checkpoint_every", 1, MAX_STEPS), ("workers", 0, 64), ("seed", 0, SEED_LIMIT),
+                             ("content_weight", 0, MAX_WEIGHT), ("style_weight", 0, MAX_WEIGHT), ("tv_weight", 0, MAX_WEIGHT),
+                             ("steps", 1, MAX_STEPS), ("epochs", 1e-6, 1e5), ("style_size", 16, 8192)]:
+            check_range(name, getattr(self, name), lo, hi)
+        if not 0 < self.lr <= 1:
+            raise FieldError("lr", f"must be positive and at most 1, got {self.lr:g}")
+        if self.pooling not in ("max", "avg"):
+            raise FieldError("pooling", f"must be max or avg, got '{self.pooling}'")
         if self.steps is not None and self.epochs is not None:
-            raise UsageError("give --steps or --epochs, not both")
+            raise UsageError("give steps or epochs, not both")
         if self.epochs is not None:
-            self.steps = max(1, math.ceil(self.epochs * photos / (self.batch_size * world)))
+            self.steps = min(MAX_STEPS, max(1, math.ceil(self.epochs * photos / (self.batch_size * world))))
         self.steps = 2000 if self.steps is None else self.steps
-        if self.steps < 1 or self.lr <= 0 or min(self.content_weight, self.style_weight, self.tv_weight) < 0:
-            raise UsageError("--steps and --lr must be positive, loss weights 0 or more")
-        bad = [l for l in self.content_layers + self.style_layers if l not in LAYERS]
-        if bad:
-            raise UsageError(f"unknown layer {', '.join(bad)} (known: {', '.join(LAYERS)})")
+        for name in ("content_layers", "style_layers"):
+            bad = [l for l in getattr(self, name) if l not in LAYERS]
+            if bad or not getattr(self, name):
+                raise FieldError(name, f"unknown layer {', '.join(bad) or '(none given)'} (known: {', '.join(LAYERS)})")
         self.style_size = self.style_size or round(1.5 * self.size)
         return self
 
@@ -97,8 +108,6 @@ def _distributed() -> tuple[int, int]:
 
 
 def _device(name: str) -> torch.device:
-    from nst.api import pick_device
-
     device = pick_device(name)
     if device.type == "cuda" and "LOCAL_RANK" in os.environ:
         device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
@@ -110,101 +119,153 @@ def checkpoint_path(model: Path) -> Path:
     return model.with_name(model.name + ".ckpt")
 
 
+def curve_paths(model: Path) -> tuple[Path, Path]:
+    """MODEL.losses.csv and MODEL.losses.png."""
+    return model.with_name(model.name + ".losses.csv"), model.with_name(model.name + ".losses.png")
+
+
 def train(style, data: str | Path, output: str | Path, *, plugins: Iterable[str | object] = (),
-          options: dict[str, dict[str, Any]] | None = None, resume: bool = False, progress: bool = False,
-          note: Callable[[str], None] | None = None, host=None, **settings: Any) -> TrainResult:
-    """Train a style network on the photos under DATA; write it to OUTPUT (rank 0). See TrainSettings."""
-    from nst.api import plugins_for_call, default_host
+          options: dict[str, dict[str, Any]] | None = None, resume: bool = False, overwrite: bool = False,
+          config: str | Path | None = None, progress: bool = False, note: Callable[[str], None] | None = None,
+          host=None, **settings: Any) -> TrainResult:
+    """Train a style network on the photos under DATA; write it to OUTPUT (rank 0). See TrainSettings.
+
+    A checkpoint left by an interrupted training is continued with RESUME, or replaced with OVERWRITE
+    (without either it is refused). config: a TOML file with the same keys (explicit arguments win).
+    The caller's torch RNG and flush-denormal mode are left as they were."""
     from nst.observers import ProgressBar
 
-    note = note or (lambda msg: print(f"note: {msg}"))
+    note = note or note_line
+    names, objects = split_plugins(plugins)
+    names, options, settings = merge_config(config, names, options, settings)
     output = Path(output)
     if output.suffix.lower() != ".safetensors":
         raise UsageError(f"{output}: the model file must end in .safetensors")
-    check_writable(output)
+    if resume and overwrite:
+        raise UsageError("give --resume or --overwrite, not both")
+    ckpt = checkpoint_path(output)
+    if ckpt.exists() and not (resume or overwrite):
+        raise UsageError(f"{ckpt} is left from an interrupted training: continue it with --resume, or start over with "
+                         "--overwrite")
+    outputs = Outputs(input_paths(style))
+    for path in (output, *curve_paths(output), *([] if resume else [ckpt])):
+        outputs.reserve(path)
     rank, world = _distributed()
     photos = find_photos(data)
-    config = make_train_settings(settings).validate(len(photos), world)
+    train_config = make_train_settings(settings).validate(len(photos), world)
     host = host or default_host()
-    named = [p for p in plugins if isinstance(p, str)]
-    for name in named:
+    for name in names:
         host.check_plugin(name)
-    observers = [ProgressBar(unit="img", per_step=config.batch_size * world)] if progress and rank == 0 else []
-    with plugins_for_call(host, [p for p in plugins if not isinstance(p, str)] + observers) as added:
-        active = list(dict.fromkeys([*named, *added]))
-        resolved = host.resolve_options(active, options or {})
-        device = _device(config.device)
-        style_full = as_tensor(style, note).to(device)
-        style_t = resize_long_side(style_full, config.style_size)
+    observers = [ProgressBar(unit="img", per_step=train_config.batch_size * world)] if progress and rank == 0 else []
+    with plugins_for_call(host, objects + observers) as added:
+        active = list(dict.fromkeys([*names, *added]))
+        resolved = host.resolve_options(active, options)
+        outputs.add_inputs(input_paths(options=resolved))
+        device = _device(train_config.device)
+        style_full = check_min_side(as_tensor(style, note), "the style image", "use a larger style image").to(device)
         registry = host.weights()
-        ctx = RunContext(settings=config, device=device, content=torch.zeros(1, 3, config.size, config.size, device=device),
-                         styles=[style_full], style_weights=[1.0], options=resolved, hooks=host.run_hooks(active),
-                         encoder_factory=lambda: encoder, weights=registry, note=note, output=output,
-                         generator=torch.Generator().manual_seed(config.seed))
-        torch.manual_seed(config.seed)
-        torch.set_flush_denormal(True)
-        net = (ctx.hooks.train_network(ctx, config) or TransformerNet(config.width, config.blocks)).to(device)
-        opt = torch.optim.Adam(net.parameters(), lr=config.lr)
-        start, history, skipped = 0, [], []
-        ckpt = checkpoint_path(output)
-        if resume:
-            start, history, skipped = _load_checkpoint(ckpt, config, net, opt, device)
-            if rank == 0:
-                note(f"resuming from {ckpt} at step {start}")
-        model = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
-        encoder = Encoder(load_vgg(registry, config.weights, progress), config.pooling).to(device)
-        with torch.no_grad():
-            style_feats = encoder(style_t, config.style_layers)
-        _check_readable(photos, data)
-        loader = DataLoader(PhotoCrops(photos, config.size, config.seed), batch_size=config.batch_size,
-                            sampler=StreamSampler(config.batch_size, start, config.steps - start, rank, world),
-                            num_workers=config.workers, collate_fn=collate, persistent_workers=False)
-        ctx.total_steps = config.steps
-        ctx.guides.update(ctx.hooks.prepare(ctx))
-        style_loss = style_term("gram", [style_feats], [1.0], config.style_layers, config.style_weight)
-        started, step = time.perf_counter(), start
-        info = {"style": Path(str(style)).name if isinstance(style, (str, Path)) else "(in memory)", "settings": asdict(config),
-                "plugins": active, "data": str(data), "photos": len(photos), "world_size": world}
-        try:
-            for batch, bad in loader:
-                batch = batch.to(device, non_blocking=True)
-                skipped += [b for b in bad if b not in skipped]
-                with torch.no_grad():
-                    target = encoder(batch, config.content_layers)
-                ctx.content = batch
-                ctx.scale = ScaleState(step, config.size, batch, [style_t])
-                terms = merge_terms([content_term(target, config.content_layers, config.content_weight), style_loss,
-                                     tv_term(config.tv_weight)], ctx.hooks.losses(ctx, encoder))
-                out = model(batch, **ctx.hooks.network_inputs(ctx, net))
-                feats = encoder(out, {l for t in terms for l in t.layers})
-                parts = {t.name: t(feats, out) for t in terms}
-                total = sum(parts.values())
-                opt.zero_grad(set_to_none=True)
-                total.backward()
-                opt.step()
-                step += 1
-                losses = _mean_over_ranks(parts, total, world)
-                history.append({"step": step, **losses})
-                ctx.hooks.on_step(ctx, step, out.detach(), losses)
-                if rank == 0 and step % config.checkpoint_every == 0 and step < config.steps:
-                    _save_checkpoint(ckpt, config, net, opt, step, history, skipped)
-                    write_loss_curves(output, history)
-        except KeyboardInterrupt:
-            if rank == 0 and step > start:
-                _save_checkpoint(ckpt, config, net, opt, step, history, skipped)
-                write_loss_curves(output, history)
-                note(f"interrupted at step {step}; checkpoint saved, continue with --resume")
-            raise
-        finally:
-            for obs in observers:
-                obs.close()
-        if skipped and rank == 0:
-            note(f"{len(skipped)} unreadable training image(s) skipped, e.g. {skipped[0]}")
-        info.update(steps=step, version=_version(), seconds=round(time.perf_counter() - started, 1))
+        with torch_state_kept(device):
+            torch.manual_seed(train_config.seed)
+            torch.set_flush_denormal(True)
+            ctx = RunContext(mode="train", settings=train_config, device=device, content=None, styles=[style_full],
+                             style_weights=[1.0], options=resolved, hooks=host.run_hooks(active, resolved),
+                             encoder_factory=lambda: encoder, weights=registry, architectures=host.architectures(),
+                             outputs=outputs, note=note, generator=torch.Generator().manual_seed(train_config.seed))
+            net = (ctx.hooks.train_network(ctx, train_config) or TransformerNet(train_config.width, train_config.blocks)).to(device)
+            arch = getattr(net, "config", {}).get("arch")
+            if arch not in ctx.architectures:
+                raise NSTError(f"the network to train (architecture {arch!r}) is not registered through "
+                               "nst_register_architectures, so its model file could not be loaded")
+            if overwrite and rank == 0:
+                ckpt.unlink(missing_ok=True)
+            encoder = Encoder(load_vgg(registry, train_config.weights, progress), train_config.pooling).to(device)
+            result, error = None, None
+            try:
+                result = _train_loop(ctx, net, encoder, photos, data, style, output, resume, rank, world)
+            except BaseException as exc:
+                error = exc
+                raise
+            finally:
+                ctx.hooks.finish(ctx, result, error)
+    return result
+
+
+def _train_loop(ctx: RunContext, net, encoder, photos, data, style, output: Path, resume: bool, rank: int,
+                world: int) -> TrainResult:
+    """The training steps, checkpoints and the final model + curves."""
+    config: TrainSettings = ctx.settings
+    device = ctx.device
+    opt = torch.optim.Adam(net.parameters(), lr=config.lr)
+    start, history, skipped = 0, [], []
+    ckpt = checkpoint_path(output)
+    if resume:
+        start, history, skipped = _load_checkpoint(ckpt, config, net, opt, device, ctx.architectures)
         if rank == 0:
-            save_model(net, output, info)
-            write_loss_curves(output, history)
-            ckpt.unlink(missing_ok=True)
+            ctx.note(f"resuming from {ckpt} at step {start}")
+    model = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
+    style_t = resize_long_side(ctx.styles[0], config.style_size)
+    with torch.no_grad():
+        style_feats = encoder(style_t, config.style_layers)
+    _check_readable(photos, data)
+    loader = DataLoader(PhotoCrops(photos, config.size, config.seed), batch_size=config.batch_size,
+                        sampler=StreamSampler(config.batch_size, start, config.steps - start, rank, world),
+                        num_workers=config.workers, collate_fn=collate, persistent_workers=False)
+    ctx.total_steps = config.steps
+    ctx.guides.update(ctx.hooks.prepare(ctx))
+    style_loss = style_term("gram", [style_feats], [1.0], config.style_layers, config.style_weight)
+    started, step, saved = time.perf_counter(), start, start
+    info = {"style": Path(str(style)).name if isinstance(style, (str, Path)) else "(in memory)", "settings": asdict(config),
+            "plugins": sorted(ctx.options), "data": str(data), "photos": len(photos), "world_size": world}
+
+    def checkpoint() -> None:
+        nonlocal saved
+        if rank == 0 and step > saved:
+            _save_checkpoint(ckpt, config, net, opt, step, history, skipped)
+            write_loss_curves(ckpt, history)
+            saved = step
+
+    try:
+        for batch, bad in loader:
+            batch = batch.to(device, non_blocking=True)
+            skipped += [b for b in bad if b not in skipped]
+            with torch.no_grad():
+                target = encoder(batch, config.content_layers)
+            ctx.batch = TrainBatch(step, batch, [style_t])
+            terms = merge_terms([content_term(target, config.content_layers, config.content_weight), style_loss,
+                                 tv_term(config.tv_weight)], ctx.hooks.losses(ctx, encoder))
+            out = model(batch, **ctx.hooks.network_inputs(ctx, net))
+            feats = encoder(out, {l for t in terms for l in t.layers})
+            parts = {t.name: t(feats, out) for t in terms}
+            total = sum(parts.values())
+            losses = _mean_over_ranks(parts, total, world)
+            if not math.isfinite(losses["total"]):
+                kept = f"; the checkpoint of step {saved} is kept" if saved > 0 else ""
+                raise NSTError(f"training diverged at step {step + 1} (the loss is not finite){kept}; start over "
+                               "(--overwrite) with a lower --lr or loss weights")
+            opt.zero_grad(set_to_none=True)
+            total.backward()
+            opt.step()
+            step += 1
+            history.append({"step": step, **losses})
+            ctx.hooks.on_step(ctx, step, out.detach(), losses)
+            if step % config.checkpoint_every == 0 and step < config.steps:
+                checkpoint()
+    except KeyboardInterrupt:
+        checkpoint()
+        if rank == 0 and saved > start:
+            ctx.note(f"interrupted at step {step}; checkpoint saved, continue with --resume")
+        raise
+    if skipped and rank == 0:
+        ctx.note(f"{len(skipped)} unreadable training image(s) skipped, e.g. {skipped[0]}")
+    info.update(steps=step, version=_version(), seconds=round(time.perf_counter() - started, 1))
+    if rank == 0:
+        ctx.outputs.add(output, lambda tmp: save_model(net, tmp, info))
+        csv_path, png_path = curve_paths(output)
+        ctx.outputs.add(csv_path, lambda tmp: _write_csv(tmp, history))
+        ctx.outputs.add(png_path, lambda tmp: _write_plot(tmp, history, output.name))
+        ctx.outputs.commit()
+        for path in (ckpt, *curve_paths(ckpt)):
+            path.unlink(missing_ok=True)
     state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
     return TrainResult(output if rank == 0 else None, step, history, skipped, time.perf_counter() - started, state)
 
@@ -243,40 +304,52 @@ def _save_checkpoint(path: Path, config: TrainSettings, net, opt, step: int, his
                     "history": history, "skipped": skipped, "world": _distributed()[1]}, tmp)
 
 
-def _load_checkpoint(path: Path, config: TrainSettings, net, opt, device) -> tuple[int, list, list]:
+CHECKPOINT_KEYS = ("config", "net_config", "net", "opt", "step", "history", "skipped")
+
+
+def _load_checkpoint(path: Path, config: TrainSettings, net, opt, device, architectures) -> tuple[int, list, list]:
+    """Restore NET and OPT from the checkpoint at PATH, rebuilt through the architecture registry."""
     if not path.is_file():
         raise NSTError(f"--resume: no checkpoint {path} (checkpoints are written every --checkpoint-every steps)")
     try:
         state = torch.load(path, map_location=device, weights_only=True)
-        saved = state["config"]
+        missing = [k for k in CHECKPOINT_KEYS if k not in state]
     except Exception:
-        raise NSTError(f"{path}: damaged checkpoint; delete it to start over") from None
+        raise NSTError(f"{path}: damaged checkpoint; start over with --overwrite") from None
+    if missing:
+        raise NSTError(f"{path}: damaged checkpoint (no '{missing[0]}' entry); start over with --overwrite")
+    saved = state["config"]
     differ = [k for k in ("size", "batch_size", "width", "blocks", "lr", "content_weight", "style_weight", "tv_weight", "seed",
                           "style_size", "content_layers", "style_layers", "pooling", "weights") if saved.get(k) != asdict(config)[k]]
-    if not differ and state.get("net_config", net.config) != net.config:
+    if not differ and state["net_config"] != net.config:
         differ = ["network (plugin options)"]
     if differ:
         raise UsageError(f"--resume: the checkpoint was made with other options ({', '.join(differ)}); use the same ones")
     if state.get("world", 1) != _distributed()[1]:
         raise UsageError(f"--resume: the checkpoint was made with {state.get('world', 1)} process(es), this run has "
                          f"{_distributed()[1]}; use the same number so every photo is seen as before")
-    net.load_state_dict(state["net"])
-    opt.load_state_dict(state["opt"])
+    try:
+        build_network(state["net_config"], architectures).load_state_dict(state["net"])  # the file's own architecture
+        net.load_state_dict(state["net"])
+        opt.load_state_dict(state["opt"])
+    except NSTError:
+        raise
+    except Exception as exc:
+        raise NSTError(f"{path}: damaged checkpoint ({type(exc).__name__}); start over with --overwrite") from None
     if state["step"] >= config.steps:
         raise UsageError(f"--resume: the checkpoint is at step {state['step']}, nothing left to do for --steps {config.steps}")
     return state["step"], state["history"], state["skipped"]
 
 
-def write_loss_curves(model: Path, history: list[dict[str, float]]) -> None:
-    """MODEL.losses.csv (one row per step) and MODEL.losses.png (log-scale curves), written atomically."""
-    if not history:
-        return
-    names = [k for k in history[0] if k != "step"]
-    csv_path = model.with_name(model.name + ".losses.csv")
-    with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as f:
+def _write_csv(path: Path, history: list[dict[str, float]]) -> None:
+    names = [k for k in history[0] if k != "step"] if history else []
+    with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["step", *names])
         writer.writerows([[row["step"], *(f"{row[n]:.6g}" for n in names)] for row in history])
+
+
+def _write_plot(path: Path, history: list[dict[str, float]], title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -284,11 +357,22 @@ def write_loss_curves(model: Path, history: list[dict[str, float]]) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
     steps = [row["step"] for row in history]
-    for n in names:
+    for n in [k for k in history[0] if k != "step"] if history else []:
         ax.plot(steps, [max(row[n], 1e-12) for row in history], label=n, linewidth=1)
-    ax.set(yscale="log", xlabel="step", ylabel="weighted loss", title=model.name)
-    ax.legend()
+    ax.set(yscale="log", xlabel="step", ylabel="weighted loss", title=title)
+    if history:
+        ax.legend()
     fig.tight_layout()
-    with atomic_path(model.with_name(model.name + ".losses.png")) as tmp:
-        fig.savefig(tmp, format="png")
+    fig.savefig(path, format="png")
     plt.close(fig)
+
+
+def write_loss_curves(model: Path, history: list[dict[str, float]]) -> None:
+    """MODEL.losses.csv (one row per step) and MODEL.losses.png (log-scale curves), written together."""
+    if not history:
+        return
+    outputs = Outputs()
+    csv_path, png_path = curve_paths(model)
+    outputs.add(csv_path, lambda tmp: _write_csv(tmp, history))
+    outputs.add(png_path, lambda tmp: _write_plot(tmp, history, model.name))
+    outputs.commit()

@@ -1,6 +1,7 @@
 """Shared fixtures: tiny random VGG19-shaped weights saved to a file, small generated images."""
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -25,6 +26,13 @@ def tiny_vgg_state(seed: int = 0, widths=TINY_WIDTHS) -> dict[str, torch.Tensor]
         state[f"{name}.bias"] = torch.zeros(c_out)
         c_in = c_out
     return state
+
+
+def archs():
+    """The network architectures installed plugins register (johnson, stroke)."""
+    from nst.host import default_host
+
+    return default_host().architectures()
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +86,14 @@ def style_path(tmp_path) -> Path:
     path = tmp_path / "style.png"
     stripes_image(64, 64).save(path)
     return path
+
+
+def pip_install(source: Path, target: Path) -> None:
+    """Install SOURCE (a project folder) into TARGET, offline, without dependencies."""
+    cmd = [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",
+           "--disable-pip-version-check", "--quiet", "--target", str(target), str(source)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, f"pip install {source.name} failed:\n{done.stdout}\n{done.stderr}"
 
 
 def nst_main(capsys, monkeypatch, *args):

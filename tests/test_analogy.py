@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from conftest import gradient_image, one_error_line, stripes_image
-from nst.core.analogy import AnalogyParams, flow_image, image_analogy, normalise_aspect, photo_refine
+from nst.plugins.analogy.engine import AnalogyParams, flow_image, image_analogy, normalise_aspect, photo_refine
 from nst.core.patchmatch import identity_nnf
 from nst.errors import UsageError
 
@@ -99,7 +99,7 @@ def test_aspect_ratios_far_apart_crop_b_prime_with_a_note():
     (dict(alphas=(0.5,)), "one value per layer below the top"),
     (dict(alphas=(0.8, 0.7, 0.6, 1.5)), "lie in"),
     (dict(patch_sizes=(3, 3, 4, 5, 5)), "odd"),
-    (dict(pm_iters=0), "--pm-iters"),
+    (dict(pm_iters=0), "^pm_iters: "),
 ])
 def test_bad_parameters_are_named(params, message):
     with pytest.raises(UsageError, match=message):
@@ -143,8 +143,10 @@ def test_method_analogy_through_nst_run_with_snapshots_per_layer(run_cli, pair, 
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--alphas", "0.8,x"], "comma-separated list of float"),
-    (["--layers", "relu5_1,conv4_1"], "not a VGG19 relu layer"),
+    (["--alphas", "0.8,x"], "--alphas: expected a number (float), got 'x'"),
+    (["--pm-iters", "0"], "--pm-iters: must be between 1 and 1000, got 0"),
+    (["--alphas", "0.8,0.7,0.6,nan"], "--alphas: must be a finite number"),
+    (["--layers", "relu5_1,conv4_1"], "--layers: 'conv4_1' is not a VGG19 relu layer"),
     (["--patch-sizes", "3,3"], "one value per layer"),
     (["--size", "24"], "too small for relu5_1"),
 ])

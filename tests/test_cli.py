@@ -43,9 +43,9 @@ def test_bad_content_inputs(run_cli, style_path, tiny, tmp_path, data, msg):
 
 
 @pytest.mark.parametrize("args,code,msg", [
-    (["--size", "100000"], 2, "--size 100000 is out of range"),
+    (["--size", "100000"], 2, "--size: 100000 is out of range"),
     (["--size", "-3"], 2, "out of range"),
-    (["--style-loss", "fancy"], 2, "--style-loss must be one of gram, mmd, mrf"),
+    (["--style-loss", "fancy"], 2, "--style-loss: must be one of gram, mmd, mrf"),
     (["--device", "cuda"], 1, "no CUDA GPU|out of memory"),
     (["--plugin", "nope"], 2, "unknown plugin 'nope'"),
     (["--set", "gatys"], 2, "--set expects PLUGIN.KEY=VALUE"),
@@ -95,7 +95,7 @@ def test_config_file_sets_options_and_flags_win(run_cli, content_path, style_pat
     bad = tmp_path / "bad.toml"
     bad.write_text("colour = 3\n")
     code, _, err = run_cli("run", content_path, style_path, "-o", out, "--config", bad, *tiny)
-    assert code == 2 and "unknown option 'colour'" in one_error_line(err)
+    assert code == 2 and "unknown setting 'colour'" in one_error_line(err)
     broken = tmp_path / "broken.toml"
     broken.write_text("size = = 3\n")
     code, _, err = run_cli("run", content_path, style_path, "-o", out, "--config", broken, *tiny)

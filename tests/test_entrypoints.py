@@ -17,16 +17,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+sys.path.insert(0, str(Path(__file__).parent))
+from conftest import pip_install  # noqa: E402
+
 FIXTURE = Path(__file__).parent / "fixtures" / "nst-example-plugin"
 BROKEN_MESSAGE = "nst-broken-plugin needs the frobnicate library"
-
-
-def pip_install(source: Path, target: Path) -> None:
-    """Install SOURCE (a project folder) into TARGET, offline, without dependencies."""
-    cmd = [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",
-           "--disable-pip-version-check", "--quiet", "--target", str(target), str(source)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, f"pip install {source.name} failed:\n{done.stdout}\n{done.stderr}"
 
 
 @pytest.fixture(scope="module")

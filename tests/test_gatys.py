@@ -136,12 +136,14 @@ def test_save_every_writes_snapshots(content_path, style_path, fast, tmp_path):
 
 
 @pytest.mark.parametrize("kwargs,msg", [
-    (dict(size=5), "--size"),
-    (dict(style_loss="foo"), "--style-loss must be one of"),
+    (dict(size=5), "^size: 5 is out of range"),
+    (dict(style_loss="foo"), "^style_loss: must be one of"),
     (dict(style_blend=[1, 2, 3]), "3 weight"),
-    (dict(steps=0), "--steps"),
-    (dict(device="tpu"), "--device"),
-    (dict(colour="x"), "unknown option 'colour'"),
+    (dict(steps=0), "^steps: must be between 1 and"),
+    (dict(device="tpu"), "^device: must be auto, cpu, cuda or cuda:N"),
+    (dict(colour="x"), "unknown setting 'colour'"),
+    (dict(style_weight=float("nan")), "^style_weight: must be a finite number"),
+    (dict(style_blend="1,2"), "^style_blend: expected a list"),
     (dict(style_layers=["relu9_9"]), "unknown layer relu9_9"),
 ])
 def test_bad_settings_are_usage_errors(content_path, style_path, fast, kwargs, msg):

@@ -9,7 +9,7 @@ import nst
 from nst.context import RunContext, Scale
 from nst.core.encoder import Encoder
 from nst.errors import UsageError
-from nst.plugins.manager import PluginHost
+from nst.host import PluginHost
 
 
 @pytest.fixture
@@ -150,9 +150,14 @@ def test_nst_plugin_options_typed_defaults_and_errors(content_path, style_path, 
             got.update(ctx.options["opt"])
 
     kw = dict(host=host, plugins=[Opt()], **fast)
-    nst.run(content_path, [style_path], options={"opt": {"strength": "2", "flag": "yes"}}, **kw)
+    nst.run(content_path, [style_path], options={"opt": {"strength": 2, "flag": True}}, **kw)
     assert got == {"strength": 2.0, "mode": "a", "flag": True, "where": Path("x")}
-    for bad, msg in [({"strength": "abc"}, "opt.strength expects float"), ({"mode": "c"}, "must be one of a, b"),
+    from nst.options import Text  # what the command line hands over: parsed by the declared type
+
+    nst.run(content_path, [style_path], options={"opt": {"strength": Text("3"), "flag": Text("no")}}, **kw)
+    assert got == {"strength": 3.0, "mode": "a", "flag": False, "where": Path("x")}
+    for bad, msg in [({"strength": "2"}, r"opt.strength: expected a number \(float\), got '2'"),  # API strings are not reparsed
+                     ({"flag": "yes"}, "opt.flag: expected true or false"), ({"mode": "c"}, "must be one of a, b"),
                      ({"nope": 1}, "no option 'nope'.*flag, mode, strength, where")]:
         with pytest.raises(UsageError, match=msg):
             nst.run(content_path, [style_path], options={"opt": bad}, **kw)
@@ -193,7 +198,7 @@ def test_nst_register_commands_adds_a_subcommand(host):
     def noop() -> None:
         pass
 
-    host.register_commands(app)
+    host.attach_commands(app)
     result = CliRunner().invoke(app, ["hello", "world"])
     assert result.exit_code == 0 and result.output.strip() == "hello world"
 

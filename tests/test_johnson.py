@@ -24,11 +24,11 @@ from nst.core.images import load_image, resize_long_side
 from nst.core.johnson import TransformerNet, blend, load_model, read_model_meta, save_model
 from nst.core.photos import PhotoCrops, collate, find_photos
 from nst.errors import NSTError, UsageError
-from nst.plugins.manager import PluginHost
+from nst.host import PluginHost
 from nst.training import checkpoint_path, train
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import gradient_image, one_error_line, stripes_image  # noqa: E402
+from conftest import archs, gradient_image, one_error_line, stripes_image  # noqa: E402
 
 TOL8 = 1 / 255 + 1e-6  # one step of 8-bit quantisation
 
@@ -128,7 +128,8 @@ def test_transformer_net_shape_range_and_width():
     count = lambda n: sum(p.numel() for p in n.parameters())
     ratio = count(TransformerNet()) / count(TransformerNet(width=16))
     assert 3.5 < ratio < 4.5
-    assert TransformerNet().config == {"width": 32, "blocks": 5} and TransformerNet(16, 3).config == {"width": 16, "blocks": 3}
+    assert TransformerNet().config == {"arch": "johnson", "width": 32, "blocks": 5}
+    assert TransformerNet(16, 3).config == {"arch": "johnson", "width": 16, "blocks": 3}
 
 
 def test_blend():
@@ -150,7 +151,7 @@ def test_training_loss_falls(tmp_path, data_dir, style_file, fast):
     assert np.mean(totals[-5:]) < 0.5 * np.mean(totals[:5]), totals
     for l in rec.losses:  # total is the sum of the weighted terms
         assert l["total"] == pytest.approx(l["content"] + l["style"] + l["tv"], rel=1e-4)
-    assert load_model(out)[1]["photos"] == 6  # the photos in the subfolder count too
+    assert load_model(out, archs())[1]["photos"] == 6  # the photos in the subfolder count too
     assert not checkpoint_path(out).exists()  # the checkpoint goes once the model is written
 
 
@@ -196,8 +197,8 @@ def test_save_load_roundtrip_identical(tmp_path):
     torch.manual_seed(3)
     net = TransformerNet(width=8, blocks=2).eval()
     path = save_model(net, tmp_path / "m.safetensors", {"style": "x.png", "steps": 7})
-    loaded, info = load_model(path)
-    assert isinstance(loaded, TransformerNet) and not loaded.training and loaded.config == {"width": 8, "blocks": 2}
+    loaded, info = load_model(path, archs())
+    assert isinstance(loaded, TransformerNet) and not loaded.training and loaded.config == {"arch": "johnson", "width": 8, "blocks": 2}
     assert info == {"style": "x.png", "steps": 7}
     assert states_equal(net.state_dict(), loaded.state_dict())
     x = torch.rand(2, 3, 37, 41)
@@ -209,7 +210,7 @@ def test_save_load_roundtrip_identical(tmp_path):
 
 def test_trained_model_info(trained, style_file):
     path, result = trained
-    net, info = load_model(path)
+    net, info = load_model(path, archs())
     assert info["style"] == style_file.name and info["steps"] == TRAINED_STEPS == result.steps
     assert info["version"] == nst.__version__ and info["world_size"] == 1 and info["photos"] == 6
     settings = info["settings"]
@@ -257,7 +258,7 @@ def test_resume_equals_uninterrupted(tmp_path, data_dir, style_file, fast, run_c
     result_b = train(style_file, data_dir, b, steps=6, resume=True, host=PluginHost(), **{**kw, "note": notes.append})
     assert any("resuming from" in n and "at step 4" in n for n in notes)
     assert result_b.steps == 6 and not checkpoint_path(b).exists()
-    assert states_equal(load_model(a)[0].state_dict(), load_model(b)[0].state_dict())
+    assert states_equal(load_model(a, archs())[0].state_dict(), load_model(b, archs())[0].state_dict())
     assert states_equal(result_a.state, result_b.state)
     assert result_a.losses == result_b.losses  # the history survives the interruption
     assert (tmp_path / "a.safetensors.losses.csv").read_text() == (tmp_path / "b.safetensors.losses.csv").read_text()
@@ -296,7 +297,7 @@ def test_loss_curves(trained):
 
 def test_cli_run_johnson_matches_the_network(trained, content_path, tmp_path, run_cli):
     model, _ = trained
-    net, _ = load_model(model)
+    net, _ = load_model(model, archs())
     x = resize_long_side(load_image(content_path), 48)
     with torch.no_grad():
         y = net(x)
@@ -358,7 +359,7 @@ def test_cli_run_folder_and_glob(trained, tmp_path, run_cli):
     for name, wh in expect.items():
         with Image.open(out_dir / f"{name}.png") as img:
             assert img.format == "PNG" and img.size == wh
-    net, _ = load_model(model)
+    net, _ = load_model(model, archs())
     with torch.no_grad():
         y = net(resize_long_side(load_image(photos / "b.png"), 48))
     assert (read_png(out_dir / "b.png") - y).abs().max() <= TOL8
@@ -413,7 +414,7 @@ def onnx_file(trained, tmp_path_factory):
 
 def test_onnx_export_matches_pytorch(trained, onnx_file):
     ort = pytest.importorskip("onnxruntime")
-    net, _ = load_model(trained[0])
+    net, _ = load_model(trained[0], archs())
     sess = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
     assert [i.name for i in sess.get_inputs()] == ["image"] and [o.name for o in sess.get_outputs()] == ["stylised"]
     torch.manual_seed(0)
@@ -428,7 +429,7 @@ def test_onnx_export_matches_pytorch(trained, onnx_file):
 
 def test_onnx_export_odd_sizes(trained, onnx_file):
     ort = pytest.importorskip("onnxruntime")
-    net, _ = load_model(trained[0])
+    net, _ = load_model(trained[0], archs())
     sess = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
     x = torch.rand(1, 3, 37, 50)
     with torch.no_grad():
@@ -528,7 +529,7 @@ def test_bad_model_files_run_and_export(kind, trained, content_path, tmp_path, r
     code, _, err = run_cli("export", model, "--onnx", out_dir / "m.onnx")
     assert code == 1 and re.search(msg, one_error_line(err)), err
     with pytest.raises(NSTError, match=msg):
-        load_model(model)
+        load_model(model, archs())
     assert list(out_dir.iterdir()) == []
     assert (model.read_bytes() if model.exists() else None) == before
 
@@ -546,7 +547,8 @@ def test_plugin_loss_terms_take_part_in_training(tmp_path, data_dir, style_file,
 
         @nst.hookimpl
         def nst_losses(self, ctx, encoder):
-            self.calls.append((ctx.scale.index, ctx.scale.size, ctx.scale.content.clone()))
+            assert ctx.mode == "train" and ctx.scale is None and ctx.content is None and ctx.current_content is ctx.batch.content
+            self.calls.append((ctx.batch.index, ctx.batch.content.shape[-1], ctx.batch.content.clone()))
             return [nst.LossTerm("bright", 1e6, lambda feats, img: (1 - img.mean()) ** 2)]
 
     bright = Bright()
@@ -560,14 +562,14 @@ def test_plugin_loss_terms_take_part_in_training(tmp_path, data_dir, style_file,
         assert content.shape == (2, 3, 32, 32)
         assert torch.equal(content, collate([crops[p] for p in (2 * i, 2 * i + 1)])[0])
     assert all("bright" in row for row in lit.losses) and not any("bright" in row for row in plain.losses)
-    assert load_model(tmp_path / "lit.safetensors")[1]["plugins"] == ["bright"]
+    assert load_model(tmp_path / "lit.safetensors", archs())[1]["plugins"] == ["bright"]
     header = (tmp_path / "lit.safetensors.losses.csv").read_text().splitlines()[0]
     assert header == "step,content,style,tv,bright,total"
 
     x = resize_long_side(load_image(make_content(tmp_path)), 48)
     with torch.no_grad():
-        plain_out = load_model(tmp_path / "plain.safetensors")[0](x)
-        lit_out = load_model(tmp_path / "lit.safetensors")[0](x)
+        plain_out = load_model(tmp_path / "plain.safetensors", archs())[0](x)
+        lit_out = load_model(tmp_path / "lit.safetensors", archs())[0](x)
     assert lit_out.mean() > plain_out.mean() + 0.08  # about 0.56 -> 0.68
 
 
@@ -600,7 +602,7 @@ def test_ddp_training_two_ranks_agree(tmp_path, data_dir, style_file, tiny_weigh
     assert model.is_file() and (out / "model.safetensors.losses.csv").is_file()
     rank0, rank1 = load_file(str(out / "rank0.safetensors")), load_file(str(out / "rank1.safetensors"))
     assert states_equal(rank0, rank1)  # DDP keeps the replicas identical
-    net, info = load_model(model)
+    net, info = load_model(model, archs())
     assert info["world_size"] == 2 and info["steps"] == 4
     assert states_equal(net.state_dict(), rank0)
     seen = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
@@ -615,4 +617,4 @@ def test_ddp_training_two_ranks_agree(tmp_path, data_dir, style_file, tiny_weigh
         assert r0["total"] == pytest.approx(one["total"], rel=1e-4)
     x = torch.rand(1, 3, 40, 40)
     with torch.no_grad():
-        assert torch.allclose(net(x), load_model(tmp_path / "single.safetensors")[0](x), atol=1e-4)
+        assert torch.allclose(net(x), load_model(tmp_path / "single.safetensors", archs())[0](x), atol=1e-4)

@@ -44,7 +44,7 @@ def redness(img: torch.Tensor, cols: slice) -> float:
 
 
 def run(scene, tiny_weights, **options):
-    opts = {"content_mask": str(scene["cmask"]), "style_mask": str(scene["smask"]), **options}
+    opts = {"content_mask": str(scene["cmask"]), "style_mask": [scene["smask"]], **options}
     return nst.run(scene["content"], [scene["style"]], plugins=["semantic"], options={"semantic": opts},
                    weights=str(tiny_weights), size=64, steps=40, content_weight=0.0, note=lambda m: None)
 

@@ -17,14 +17,14 @@ from PIL import Image
 import nst
 from nst.core.images import load_image, resize_long_side
 from nst.core.johnson import TransformerNet, load_model, read_model_meta, save_model
-from nst.core.stroke import (StrokePyramidNet, branch_position, gate_weights, map_to_sizes, middle_size, parse_sizes,
+from nst.plugins.stroke.network import (StrokePyramidNet, branch_position, gate_weights, map_to_sizes, middle_size, check_sizes,
                              receptive_field, training_sizes)
 from nst.errors import UsageError
-from nst.plugins.manager import PluginHost
+from nst.host import PluginHost
 from nst.training import checkpoint_path, train
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import gradient_image, one_error_line, stripes_image  # noqa: E402
+from conftest import archs, gradient_image, one_error_line, stripes_image  # noqa: E402
 
 STYLE_SIDE, STYLE_PERIOD = 128, 16  # the stripes style: period 16 px along x at 128 px
 
@@ -79,7 +79,7 @@ def stroke_model(tmp_path_factory, files, fast):
     """(path, TrainResult) of a short stroke training with sizes 32,64,128 on the tiny VGG."""
     out = tmp_path_factory.mktemp("model") / "stroke.safetensors"
     result = train(files["style"], files["data"], out, steps=6, plugins=["stroke"],
-                   options={"stroke": {"sizes": "32,64,128"}}, host=PluginHost(), **fast)
+                   options={"stroke": {"sizes": [32, 64, 128]}}, host=PluginHost(), **fast)
     return out, result
 
 
@@ -105,14 +105,16 @@ def test_gate_weights_pick_and_interpolate_neighbouring_branches():
     assert (pos.diff() > 0).all() and pos[0] == 0 and pos[-1] == pytest.approx(2)
     assert map_to_sizes(torch.tensor([0.0, 0.5, 1.0]), 32, 128).tolist() == pytest.approx([32, 64, 128])
     assert middle_size([256, 512, 768]) == 443 and training_sizes([32, 128]) == [32, 128, 64]
-    assert parse_sizes("256,512,768") == [256, 512, 768]
+    assert check_sizes([256, 512, 768]) == [256, 512, 768]
     assert [receptive_field(l) for l in ("relu1_1", "relu3_1", "relu5_1")] == [3, 24, 156]
 
 
 @pytest.mark.parametrize("text", ["256", "512,256", "256,256", "a,b", "8,64", "64,1,2,3,4,5,6"])
 def test_bad_sizes_are_usage_errors(text):
+    from nst.options import Option, Text
+
     with pytest.raises(UsageError, match="stroke.sizes"):
-        parse_sizes(text)
+        check_sizes(Option("sizes", list[int], None).parse("stroke.sizes", Text(text)))
 
 
 # --- 2. continuous and per-pixel control in the network --------------------------------------------------------------
@@ -163,7 +165,7 @@ def test_per_pixel_stroke_map_blends_regions_without_a_seam(files):
 def test_save_load_keeps_the_stroke_range(tmp_path, files):
     net = random_net((24, 48, 96, 192))
     path = save_model(net, tmp_path / "s.safetensors", {"style": "x.png"})
-    loaded, info = load_model(path)
+    loaded, info = load_model(path, archs())
     assert isinstance(loaded, StrokePyramidNet) and loaded.sizes == [24, 48, 96, 192] and not loaded.training
     assert loaded.config == {"arch": "stroke", "width": 8, "blocks": 1, "sizes": [24, 48, 96, 192]}
     assert '"arch": "stroke"' in read_model_meta(path)["config"]
@@ -171,13 +173,16 @@ def test_save_load_keeps_the_stroke_range(tmp_path, files):
     with torch.no_grad():
         for s in (24.0, 70.0, 192.0):
             assert torch.equal(net(x, stroke=s), loaded(x, stroke=s))
-    plain = load_model(save_model(TransformerNet(8, 1), tmp_path / "p.safetensors", {}))[0]
-    assert type(plain) is TransformerNet and "arch" not in read_model_meta(tmp_path / "p.safetensors")["config"]
+    plain = load_model(save_model(TransformerNet(8, 1), tmp_path / "p.safetensors", {}), archs())[0]
+    assert type(plain) is TransformerNet and '"arch": "johnson"' in read_model_meta(tmp_path / "p.safetensors")["config"]
+    old = TransformerNet(8, 1)
+    old.config = {"width": 8, "blocks": 1}  # model files from before architectures were named
+    assert type(load_model(save_model(old, tmp_path / "old.safetensors", {}), archs())[0]) is TransformerNet
 
 
 def test_training_a_stroke_model(stroke_model, files):
     path, result = stroke_model
-    net, info = load_model(path)
+    net, info = load_model(path, archs())
     assert isinstance(net, StrokePyramidNet) and net.sizes == [32, 64, 128] and info["plugins"] == ["stroke"]
     assert result.steps == 6 and all(row["style"] > 0 for row in result.losses)
 
@@ -187,7 +192,7 @@ def test_training_cycles_through_branch_sizes_and_midpoints(monkeypatch, tmp_pat
     forward = StrokePyramidNet.forward
     monkeypatch.setattr(StrokePyramidNet, "forward", lambda self, x, stroke=None: seen.append(stroke) or forward(self, x, stroke))
     result = train(files["style"], files["data"], tmp_path / "m.safetensors", steps=6, plugins=["stroke"],
-                   options={"stroke": {"sizes": "32,64,128"}}, host=PluginHost(), **fast)
+                   options={"stroke": {"sizes": [32, 64, 128]}}, host=PluginHost(), **fast)
     assert seen == [32.0, 64.0, 128.0, 45.0, 91.0, 32.0]
     styles = [row["style"] for row in result.losses]  # a different style target each step of the cycle
     assert len(set(np.round(styles[:5], 6))) == 5
@@ -220,13 +225,13 @@ def test_training_hooks_provide_the_network_and_its_inputs(tmp_path, files, fast
         @nst.hookimpl
         def nst_network_inputs(self, ctx, net):
             assert net is self.built
-            return {"tag": ctx.scale.index}
+            return {"tag": ctx.batch.index}
 
     provider = Provider()
     out = tmp_path / "m.safetensors"
     train(files["style"], files["data"], out, steps=3, plugins=[provider], host=PluginHost(), **fast)
     assert provider.built.seen == [0, 1, 2]
-    assert isinstance(load_model(out)[0], TransformerNet)  # saved under the config it declared
+    assert isinstance(load_model(out, archs())[0], TransformerNet)  # saved under the config it declared
 
 
 def test_resume_refuses_other_stroke_sizes(tmp_path, files, fast):
@@ -243,10 +248,10 @@ def test_resume_refuses_other_stroke_sizes(tmp_path, files, fast):
     kw = dict(fast, checkpoint_every=1)
     with pytest.raises(KeyboardInterrupt):
         train(files["style"], files["data"], out, steps=4, plugins=["stroke", StopAt2()],
-              options={"stroke": {"sizes": "32,64"}}, host=PluginHost(), **kw)
+              options={"stroke": {"sizes": [32, 64]}}, host=PluginHost(), **kw)
     assert checkpoint_path(out).is_file()
     with pytest.raises(UsageError, match="network"):
-        train(files["style"], files["data"], out, steps=4, plugins=["stroke"], options={"stroke": {"sizes": "32,96"}},
+        train(files["style"], files["data"], out, steps=4, plugins=["stroke"], options={"stroke": {"sizes": [32, 96]}},
               resume=True, host=PluginHost(), **kw)
 
 
@@ -260,7 +265,7 @@ def read_png(path: Path) -> torch.Tensor:
 
 def test_cli_johnson_run_with_size_map_default_and_clamping(stroke_model, files, tmp_path, run_cli):
     model, _ = stroke_model
-    net, _ = load_model(model)
+    net, _ = load_model(model, archs())
     x = resize_long_side(load_image(files["content"]), 96)
     base = ["run", files["content"], "--method", "johnson", "--model", model, "--size", "96", "-q"]
     with torch.no_grad():
@@ -294,7 +299,7 @@ def test_cli_errors_are_one_line(stroke_model, files, tmp_path, run_cli, tiny_we
              (["train", files["style"], "--data", files["data"], "-o", tmp_path / "m.safetensors", "--weights", tiny_weights,
                "--size", "32", "--workers", "0", "--steps", "1", "-q", "--plugin", "stroke", "--set", "stroke.sizes=64"],
               2, "stroke.sizes"),
-             (["export", model, "--onnx", tmp_path / "m.onnx"], 1, "plain Johnson models only")]
+             (["export", model, "--onnx", tmp_path / "m.onnx"], 1, "networks that take only the image")]
     for args, code_wanted, message in cases:
         code, _, err = run_cli(*args)
         assert code == code_wanted and message in one_error_line(err), (args, err)
@@ -316,7 +321,7 @@ def test_gatys_period_grows_with_stroke_size(files):
 
 
 def test_gatys_two_region_map_gives_two_periods(files):
-    image = gatys_stroke(files, map=str(files["map"]), sizes="64,160")
+    image = gatys_stroke(files, map=str(files["map"]), sizes=[64, 160])
     left, right = dominant_period(image[..., :44]), dominant_period(image[..., 52:])
     assert 0.7 * stripe_wavelength(64) < left < 1.4 * stripe_wavelength(64), (left, right)
     assert 0.7 * stripe_wavelength(160) < right < 1.4 * stripe_wavelength(160), (left, right)
@@ -328,9 +333,9 @@ def test_network_period_grows_with_stroke_size(tmp_path, files):
     size, at the branch sizes and in between (measured 6.3 / 8.8 / 14.3 px for expected 5.7 / 9.7 / 17.0)."""
     out = tmp_path / "m.safetensors"
     train(files["style"], files["data"], out, steps=400, size=64, batch_size=2, width=8, blocks=2, workers=0, lr=3e-3,
-          style_weight=5e-3, plugins=["stroke"], options={"stroke": {"sizes": "64,192"}}, host=PluginHost(),
+          style_weight=5e-3, plugins=["stroke"], options={"stroke": {"sizes": [64, 192]}}, host=PluginHost(),
           note=lambda m: None)
-    net, _ = load_model(out)
+    net, _ = load_model(out, archs())
     x = resize_long_side(load_image(files["content"]), 96)
     with torch.no_grad():
         periods = [dominant_period(net(x, stroke=float(s))) for s in (64, 110, 192)]

@@ -14,8 +14,8 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
-from nst.core.glyphs import Layout, distance_guide, glyph_mask, render_text
-from nst.core.text_effects import EffectParams, plan_transfer, pooled_source, transfer
+from nst.plugins.text.glyphs import Layout, distance_guide, glyph_mask, render_text
+from nst.plugins.text.effects import EffectParams, plan_transfer, pooled_source, transfer
 from nst.errors import NSTError
 from nst.plugins.text import image_target, text_target
 

@@ -10,6 +10,11 @@ from kornia.color import rgb_to_ycbcr, ycbcr_to_rgb
 from nst.core.images import resize
 
 
+def luminance(image: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) RGB in [0, 1] -> (B, 1, H, W) Rec. 601 luma (YCbCr's Y)."""
+    return rgb_to_ycbcr(image)[:, :1]
+
+
 def match_histogram(source: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """Per-channel histogram (quantile) matching: SOURCE's values remapped so each channel has
     REFERENCE's distribution. Shapes (1, C, H, W) and (1, C, H', W') -> (1, C, H, W)."""
@@ -28,7 +33,7 @@ def match_histogram(source: torch.Tensor, reference: torch.Tensor) -> torch.Tens
 
 def match_luminance(style: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
     """Shift and scale STYLE's luminance to CONTENT's mean and std (greyscale result, 3 channels)."""
-    ys, yc = rgb_to_ycbcr(style)[:, :1], rgb_to_ycbcr(content)[:, :1]
+    ys, yc = luminance(style), luminance(content)
     y = (ys - ys.mean()) / ys.std().clamp_min(1e-6) * yc.std() + yc.mean()
     return y.clamp(0, 1).expand(-1, 3, -1, -1).contiguous()
 

@@ -54,7 +54,7 @@ def optimise(image: torch.Tensor, terms: list[LossTerm], encoder: Encoder, steps
     L-BFGS uses a strong-Wolfe line search on unconstrained pixels; Adam takes steps of size LR and
     clamps after each.
     """
-    x = image.detach().clone().requires_grad_(True)
+    x = image.detach().clone(memory_format=torch.contiguous_format).requires_grad_(True)  # L-BFGS views grads flat
     if optimizer == "lbfgs":
         opt = torch.optim.LBFGS([x], lr=1.0, max_iter=steps, max_eval=steps, history_size=50, tolerance_grad=-1.0,
                                 tolerance_change=-1.0, line_search_fn="strong_wolfe")

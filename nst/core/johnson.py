@@ -2,14 +2,15 @@
 
 The net maps (B, 3, H, W) RGB in [0, 1] to the same shape: 9×9 conv, two stride-2 convs, residual
 blocks, two nearest-upsample + conv stages (no checkerboard artefacts), 9×9 conv; instance norm
-throughout. Model files are safetensors with JSON metadata (no pickle).
+throughout. Model files are safetensors with JSON metadata (no pickle); the metadata's `config` names
+the architecture ("arch"), which the caller's registry (name -> build(config)) turns into a network.
 """
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +21,7 @@ from nst.errors import NSTError
 
 FORMAT = "nst-johnson"
 ARCH_VERSION = 1
-ARCHITECTURES = {"johnson": "nst.core.johnson:TransformerNet", "stroke": "nst.core.stroke:StrokePyramidNet"}
+Architectures = dict[str, Callable[[dict], nn.Module]]
 
 
 def _conv(c_in: int, c_out: int, k: int, stride: int = 1) -> nn.Sequential:
@@ -49,7 +50,7 @@ class TransformerNet(nn.Module):
 
     def __init__(self, width: int = 32, blocks: int = 5) -> None:
         super().__init__()
-        self.config = {"width": width, "blocks": blocks}
+        self.config = {"arch": "johnson", "width": width, "blocks": blocks}
         w = width
         self.down = nn.Sequential(ConvNormReLU(3, w, 9), ConvNormReLU(w, 2 * w, 3, 2), ConvNormReLU(2 * w, 4 * w, 3, 2))
         self.res = nn.Sequential(*[Residual(4 * w) for _ in range(blocks)])
@@ -65,16 +66,19 @@ class TransformerNet(nn.Module):
         return y[..., :h, :w]
 
 
-def build_network(config: dict[str, Any]) -> nn.Module:
-    """The network a model file's config describes: {"arch": NAME, ...keyword arguments}; no "arch" = johnson."""
-    from importlib import import_module
+def build_network(config: dict[str, Any], architectures: Architectures) -> nn.Module:
+    """The network a model file's CONFIG describes ({"arch": NAME, ...}; no "arch" = johnson), built by
+    the registered architectures[NAME](config)."""
+    arch = config.get("arch", "johnson")
+    if arch not in architectures:
+        known = ", ".join(sorted(architectures)) or "none"
+        raise NSTError(f"made with network architecture '{arch}', which no installed plugin registers (known: {known})")
+    return architectures[arch](dict(config, arch=arch))
 
-    config = dict(config)
-    arch = config.pop("arch", "johnson")
-    if arch not in ARCHITECTURES:
-        raise NSTError(f"made with network architecture '{arch}', which this nst does not know")
-    module, cls = ARCHITECTURES[arch].split(":")
-    return getattr(import_module(module), cls)(**config)
+
+def johnson_from_config(config: dict[str, Any]) -> TransformerNet:
+    """build() of the "johnson" architecture."""
+    return TransformerNet(int(config.get("width", 32)), int(config.get("blocks", 5)))
 
 
 def save_model(net: nn.Module, path: str | os.PathLike, info: dict[str, Any]) -> Path:
@@ -110,21 +114,35 @@ def read_model_meta(path: str | os.PathLike) -> dict[str, str]:
     return meta
 
 
-def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """(net in eval mode on DEVICE, info dict) from a file written by save_model: a TransformerNet, or the
-    architecture named by the config's "arch" (e.g. a StrokePyramidNet)."""
+def load_model(path: str | os.PathLike, architectures: Architectures,
+               device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """(net in eval mode on DEVICE, info dict) from a file written by save_model, the network built by
+    the architecture its config names. Weights that are not all finite (a diverged training) are refused."""
     from safetensors.torch import load_file
 
     meta = read_model_meta(path)
     try:
         config = json.loads(meta["config"])
-        net = build_network(config)
-        net.load_state_dict(load_file(str(path)))
+        info = json.loads(meta.get("info", "{}"))
+        if not isinstance(config, dict) or not isinstance(info, dict):
+            raise ValueError("metadata is not a JSON object")
+        state = load_file(str(path))
+    except (ValueError, KeyError) as exc:
+        raise NSTError(f"{path}: damaged nst model file (metadata: {exc})") from None
+    except Exception as exc:
+        raise NSTError(f"{path}: damaged nst model file ({type(exc).__name__})") from None
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise NSTError(f"{path}: the model's weights are not finite (NaN or inf in {bad[0]}): its training diverged; "
+                       "retrain it, e.g. with a lower --lr or --style-weight")
+    try:
+        net = build_network(config, architectures)
+        net.load_state_dict(state)
     except NSTError as exc:
         raise NSTError(f"{path}: {exc}") from None
     except Exception as exc:
-        raise NSTError(f"{path}: damaged nst model file ({type(exc).__name__})") from None
-    return net.to(device).eval(), json.loads(meta.get("info", "{}"))
+        raise NSTError(f"{path}: damaged nst model file ({type(exc).__name__}: the weights do not fit its architecture)") from None
+    return net.to(device).eval(), info
 
 
 def blend(stylised: torch.Tensor, content: torch.Tensor, strength: float) -> torch.Tensor:
@@ -132,12 +150,14 @@ def blend(stylised: torch.Tensor, content: torch.Tensor, strength: float) -> tor
     return strength * stylised + (1 - strength) * content
 
 
-def export_onnx(net: TransformerNet, path: str | os.PathLike, opset: int = 17) -> Path:
-    """ONNX graph with input "image" and output "stylised", both (B, 3, H, W) in [0, 1], dynamic B/H/W."""
+def export_onnx(net: nn.Module, path: str | os.PathLike, opset: int = 17) -> Path:
+    """ONNX graph with input "image" and output "stylised", both (B, 3, H, W) in [0, 1], dynamic B/H/W.
+    Networks that take inputs besides the image (e.g. a stroke size) are refused."""
     import warnings
 
-    if not isinstance(net, TransformerNet):
-        raise NSTError(f"ONNX export supports plain Johnson models only, not '{net.config.get('arch')}' models")
+    if getattr(net, "inputs", None):
+        raise NSTError(f"ONNX export supports networks that take only the image; '{net.config.get('arch')}' models "
+                       f"also take {', '.join(net.inputs)}")
     path = Path(path)
     axes = {0: "batch", 2: "height", 3: "width"}
     with atomic_path(path) as tmp, warnings.catch_warnings():

@@ -10,7 +10,7 @@ from typing import Callable, Iterable
 import torch
 import torch.nn.functional as F
 
-from nst.errors import NSTError
+from nst.errors import NSTError, UsageError
 
 Features = dict[str, torch.Tensor]
 
@@ -21,12 +21,14 @@ class LossTerm:
 
     The engine runs the encoder once per step on the union of every term's layers and calls each
     term with the resulting dict and the image being optimised ((1, 3, H, W), RGB in [0, 1]).
+    `source`: who contributed it (the host sets the plugin's name; empty for the core terms).
     """
 
     name: str
     weight: float
     fn: Callable[[Features, torch.Tensor], torch.Tensor]
     layers: tuple[str, ...] = field(default_factory=tuple)
+    source: str = ""
 
     def __call__(self, features: Features, image: torch.Tensor) -> torch.Tensor:
         return self.weight * self.fn(features, image)
@@ -134,9 +136,9 @@ def mrf_loss(f: torch.Tensor, style_patches: torch.Tensor, chunk: int = 4096) ->
 # --- total variation -----------------------------------------------------------------------------
 
 def tv_loss(x: torch.Tensor) -> torch.Tensor:
-    """Mean squared difference of neighbouring pixels, (B, C, H, W) -> scalar."""
-    dh = (x[..., 1:, :] - x[..., :-1, :]).pow(2).mean()
-    dw = (x[..., :, 1:] - x[..., :, :-1]).pow(2).mean()
+    """Mean squared difference of neighbouring pixels, (B, C, H, W) -> scalar (a side of 1 px adds nothing)."""
+    dh = (x[..., 1:, :] - x[..., :-1, :]).pow(2).mean() if x.shape[-2] > 1 else x.new_zeros(())
+    dw = (x[..., :, 1:] - x[..., :, :-1]).pow(2).mean() if x.shape[-1] > 1 else x.new_zeros(())
     return dh + dw
 
 
@@ -195,9 +197,15 @@ def tv_term(weight: float) -> LossTerm:
 
 
 def merge_terms(core: list[LossTerm], extra: list[LossTerm]) -> list[LossTerm]:
-    """CORE terms plus EXTRA ones; an extra term named like a core term (content, style, tv) replaces it."""
-    replaced = {t.name for t in extra}
-    return [t for t in core if t.name not in replaced] + extra
+    """CORE terms plus EXTRA ones; an extra term named like a core term (content, style, tv) replaces it.
+    Two sources replacing the same core term is refused (their sum would count that term twice)."""
+    core_names = {t.name for t in core}
+    owners: dict[str, str] = {}
+    for t in extra:
+        if t.name in core_names and owners.setdefault(t.name, t.source) != t.source:
+            raise UsageError(f"plugins '{owners[t.name]}' and '{t.source}' both replace the core '{t.name}' term; "
+                             "use one of them")
+    return [t for t in core if t.name not in owners] + extra
 
 
 # --- guided (masked) style -----------------------------------------------------------------------
@@ -223,3 +231,23 @@ def guided_gram_loss(f: torch.Tensor, mask: torch.Tensor, target_gram: torch.Ten
     """gram_loss restricted to a region (Gatys et al. 2017 spatial control), normalised by region size."""
     n = f.shape[1]
     return (guided_gram(f, mask) - target_gram).pow(2).sum() / (4 * n * n)
+
+
+def guided_style_term(targets: list[list[dict[str, torch.Tensor]]], masks: dict[str, torch.Tensor],
+                      region_weights: list[float], blend: list[float], layers: Iterable[str], weight: float,
+                      name: str = "style") -> LossTerm:
+    """Region-wise Gram style: Σ_i blend_i Σ_r w_r · mean over layers of guided_gram_loss(F_l, M_l[r], T_ir[l]).
+
+    targets[i][r][l]: Gram (1, C, C) that region r should get from style i at layer l; masks[l]:
+    (1, K, h_l, w_l) soft region masks at layer l's feature size; region_weights: K weights w_r."""
+    layers = tuple(layers)
+
+    def fn(feats: Features, _img: torch.Tensor) -> torch.Tensor:
+        total = 0.0
+        for b, per_region in zip(blend, targets):
+            for r, (w, target) in enumerate(zip(region_weights, per_region)):
+                for l in layers:
+                    total = total + b * w * guided_gram_loss(feats[l], masks[l][:, r:r + 1], target[l]) / len(layers)
+        return total
+
+    return LossTerm(name, weight, fn, layers)

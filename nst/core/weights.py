@@ -12,7 +12,6 @@ import urllib.request
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -27,7 +26,6 @@ class WeightSource:
     """One named set of weights.
 
     kind: "embedded" (a file inside an installed package), "url" (downloaded and cached) or "local".
-    convert: maps the raw tensors of the file to the layout its user expects.
     sha256: the full hex digest, or a prefix of it (checked as a prefix) when only that is published.
     """
 
@@ -38,7 +36,6 @@ class WeightSource:
     url: str | None = None
     sha256: str | None = None
     package: str | None = None
-    convert: Callable[[StateDict], StateDict] = lambda sd: sd
     info: dict = field(default_factory=dict)
     local_hint: str = "--weights PATH"  # how a user points at a local copy instead
 
@@ -77,7 +74,7 @@ class WeightSource:
         return download(self.url, path, self.sha256, what=self.name, progress=progress, local_hint=self.local_hint)
 
     def load(self, progress: bool = True) -> StateDict:
-        return self.convert(read_tensors(self.fetch(progress)))
+        return read_tensors(self.fetch(progress))
 
 
 def cache_dir() -> Path:
@@ -113,9 +110,11 @@ def download(url: str, dest: Path, sha256: str | None, what: str, progress: bool
 
 
 def _copy_with_progress(src, dst, total: int, label: str, progress: bool) -> None:
-    from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
+    from rich.progress import DownloadColumn, TransferSpeedColumn
 
-    with Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(), disable=not progress, transient=True) as bar:
+    from nst.core.progress import progress_bar
+
+    with progress_bar(DownloadColumn(), TransferSpeedColumn(), disable=not progress, transient=True, counts=False) as bar:
         task = bar.add_task(label, total=total or None)
         for block in iter(lambda: src.read(1 << 20), b""):
             dst.write(block)
@@ -158,11 +157,11 @@ class Registry:
         except KeyError:
             raise NSTError(f"unknown weights '{name}' (known: {', '.join(sorted(self.sources))}; or give a file path)") from None
 
-    def resolve(self, name_or_path: str | os.PathLike, convert: Callable[[StateDict], StateDict] = lambda sd: sd) -> WeightSource:
-        """A registered name, or a path to a local file (converted with CONVERT)."""
+    def resolve(self, name_or_path: str | os.PathLike) -> WeightSource:
+        """A registered name, or a path to a local file."""
         text = str(name_or_path)
         if text in self.sources:
             return self.sources[text]
         if os.sep in text or Path(text).suffix in (".pth", ".pt", ".bin", ".safetensors") or Path(text).exists():
-            return WeightSource(name=text, kind="local", description="local file", filename=text, convert=convert)
+            return WeightSource(name=text, kind="local", description="local file", filename=text)
         return self.get(text)

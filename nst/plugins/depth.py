@@ -14,15 +14,15 @@ import torch.nn.functional as F
 import typer
 from torch import nn
 
+from nst.core.encoder import IMAGENET_MEAN, IMAGENET_STD
 from nst.core.losses import LossTerm
+from nst.core.images import image_writer
 from nst.core.weights import WeightSource, read_tensors
 from nst.errors import NSTError, UsageError
-from nst.plugins.manager import hookimpl
+from nst.hookspecs import hookimpl
 
 MODELS = ("midas-small",)
 MIDAS_SMALL_URL = "https://github.com/isl-org/MiDaS/releases/download/v2_1/midas_v21_small_256.pt"
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class ResidualConvUnit(nn.Module):
@@ -151,13 +151,12 @@ def colour_map(depth: torch.Tensor):
     return Image.fromarray((rgb * 255).astype(np.uint8), "RGB")
 
 
-def _net(ctx):
-    return ctx.guides["depth.net"]
+SAVED = ("depth_content.png", "depth_result.png")
 
 
 @hookimpl
 def nst_plugin_options(register) -> None:
-    register("weight", float, 1e4, "weight of the depth loss (scale/shift-invariant MSE of depth maps)")
+    register("weight", float, 1e4, "weight of the depth loss (scale/shift-invariant MSE of depth maps)", min=0, max=1e12)
     register("model", str, "midas-small", "depth network", choices=MODELS)
     register("weights", Path, None, "local weights file for the depth network (instead of downloading)")
     register("save", Path, None, "folder for colour-mapped depth maps of the content and the result")
@@ -171,34 +170,37 @@ def nst_register_weights(register) -> None:
 
 
 @hookimpl
-def nst_prepare(ctx):
-    opts = ctx.options["depth"]
-    net = load_depth_model(opts["model"], opts["weights"], ctx.device, ctx.weights)
+def nst_prepare(ctx, options):
+    """Load the frozen depth net; in runs, the content's depth map (and the depth.save outputs reserved)."""
+    if options["save"] is not None and ctx.mode == "run":
+        for name in SAVED:
+            ctx.outputs.reserve(options["save"] / name, make_folder=True)
+    net = load_depth_model(options["model"], options["weights"], ctx.device, ctx.weights)
+    if ctx.content is None:  # training: targets come per batch
+        return {"depth.net": net}
     with torch.no_grad():
         return {"depth.net": net, "depth.content": net(ctx.content)}
 
 
 @hookimpl
-def nst_losses(ctx, encoder):
-    net = _net(ctx)
+def nst_losses(ctx, options):
+    """The depth term against the current content (the scale's image, or the training batch)."""
+    net = ctx.guides["depth.net"]
     with torch.no_grad():
-        target = net(ctx.scale.content)
-    return [LossTerm("depth", ctx.options["depth"]["weight"], lambda _f, image: depth_loss(net(image), target))]
+        target = net(ctx.current_content)
+    return [LossTerm("depth", options["weight"], lambda _f, image: depth_loss(net(image), target))]
 
 
 @hookimpl
-def nst_postprocess(ctx, image):
-    """Reports how well the layering survived, and writes the depth maps when depth.save is set."""
+def nst_postprocess(ctx, image, options):
+    """Reports how well the layering survived, and queues the depth maps when depth.save is set."""
     with torch.no_grad():
-        out = _net(ctx)(image)
+        out = ctx.guides["depth.net"](image)
     ctx.summary["depth correlation (content vs result)"] = round(correlation(out, ctx.guides["depth.content"]), 3)
-    folder = ctx.options["depth"]["save"]
+    folder = options["save"]
     if folder is not None:
-        from nst.core.images import save_image
-
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        save_image(colour_map(ctx.guides["depth.content"]), Path(folder) / "depth_content.png")
-        save_image(colour_map(out), Path(folder) / "depth_result.png")
+        for name, depth in zip(SAVED, (ctx.guides["depth.content"], out)):
+            ctx.outputs.add(folder / name, image_writer(colour_map(depth), folder / name))
         ctx.summary["depth maps"] = str(folder)
     return None
 
@@ -214,13 +216,17 @@ def nst_register_commands(app) -> None:
         device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     ) -> None:
         """Show what the depth plugin's network sees: relative inverse depth of IMAGE as a PNG."""
-        from nst.api import default_host, pick_device
-        from nst.core.images import check_output_path, load_image, save_image
+        from nst.core.devices import pick_device
+        from nst.core.files import Outputs
+        from nst.core.images import check_output_path, load_image
+        from nst.host import default_host
 
-        check_output_path(output)
+        outputs = Outputs([image, weights])
+        outputs.reserve(check_output_path(output))
         dev = pick_device(device)
         net = load_depth_model(model, weights, dev, default_host().weights())
         with torch.no_grad():
             depth = net(load_image(image).to(dev))
-        save_image(colour_map(depth), output)
+        outputs.add(output, image_writer(colour_map(depth), output))
+        outputs.commit()
         typer.echo(f"wrote {output} ({depth.shape[-1]}x{depth.shape[-2]} depth map from {model})")

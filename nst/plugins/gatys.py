@@ -5,9 +5,9 @@ import torch
 
 from nst.context import RunContext, Scale, ScaleState
 from nst.core import gatys
-from nst.core.images import resize, resize_long_side
+from nst.core.images import MIN_SCALE_SIDE, check_min_side, resize, resize_long_side
 from nst.core.losses import content_term, merge_terms, style_term, tv_term
-from nst.plugins.manager import hookimpl
+from nst.hookspecs import hookimpl
 
 
 def default_schedule(ctx: RunContext) -> list[Scale]:
@@ -37,7 +37,11 @@ def run(ctx: RunContext) -> torch.Tensor:
     x, done = None, 0
     for index, scale in enumerate(schedule):
         content = resize_long_side(ctx.content, scale.size) if scale.size != max(ctx.content.shape[-2:]) else ctx.content
-        styles = [resize_long_side(img, max(16, round(scale.size * s.style_scale))) for img in ctx.styles]
+        check_min_side(content, f"the content at the {scale.size} px scale", "use fewer scales or a larger size", MIN_SCALE_SIDE)
+        styles = [check_min_side(resize_long_side(img, max(16, round(scale.size * s.style_scale))),
+                                 f"style image {i + 1} at the {scale.size} px scale",
+                                 "raise style_scale, or use fewer scales or a less elongated style", MIN_SCALE_SIDE)
+                  for i, img in enumerate(ctx.styles)]
         ctx.scale = ScaleState(index, scale.size, content, styles)
         terms = merge_terms(core_terms(ctx, encoder), ctx.hooks.losses(ctx, encoder))
         if x is None:

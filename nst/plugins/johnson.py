@@ -7,20 +7,20 @@ from typing import Any
 import torch
 
 from nst.context import RunContext
-from nst.core.johnson import blend, load_model
+from nst.core.johnson import blend, johnson_from_config, load_model
 from nst.errors import UsageError
-from nst.plugins.manager import hookimpl
+from nst.hookspecs import hookimpl
 
 _CACHE: dict[str, Any] = {}
 
 
-def cached_model(path: str, device: torch.device):
+def cached_model(path: str, ctx: RunContext):
     """load_model, kept while the same file (path, mtime) is asked for on the same device."""
     p = Path(path)
-    key = (str(p.resolve()), p.stat().st_mtime if p.exists() else 0.0, str(device))
+    key = (str(p.resolve()), p.stat().st_mtime if p.exists() else 0.0, str(ctx.device), tuple(sorted(ctx.architectures)))
     if _CACHE.get("key") != key:
         _CACHE.clear()
-        _CACHE.update(key=key, value=load_model(p, device))
+        _CACHE.update(key=key, value=load_model(p, ctx.architectures, ctx.device))
     return _CACHE["value"]
 
 
@@ -29,7 +29,7 @@ def run(ctx: RunContext) -> torch.Tensor:
     the content by --strength."""
     if not ctx.settings.model:
         raise UsageError("--method johnson needs --model MODEL.safetensors (make one with `nst train`)")
-    net, info = cached_model(ctx.settings.model, ctx.device)
+    net, info = cached_model(ctx.settings.model, ctx)
     ctx.summary.setdefault("model", f"{Path(ctx.settings.model).name} (style {info.get('style', '?')}, {info.get('steps', '?')} steps)")
     inputs = ctx.hooks.network_inputs(ctx, net)
     for name, default in getattr(net, "inputs", {}).items():  # inputs a non-Johnson architecture takes
@@ -43,3 +43,8 @@ def run(ctx: RunContext) -> torch.Tensor:
 def nst_register_methods(register) -> None:
     register("johnson", run, help="Johnson et al. 2016: a trained feed-forward network (--model), milliseconds per image",
              needs_style=False)
+
+
+@hookimpl
+def nst_register_architectures(register) -> None:
+    register("johnson", johnson_from_config)

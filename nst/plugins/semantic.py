@@ -16,10 +16,11 @@ import torch
 import torch.nn.functional as F
 import typer
 
-from nst.core.losses import LossTerm, guided_gram, guided_gram_loss, resize_masks
+from nst.core.losses import guided_gram, guided_style_term, resize_masks
+from nst.core.images import image_writer
 from nst.core.weights import WeightSource, read_tensors
 from nst.errors import NSTError, UsageError
-from nst.plugins.manager import hookimpl
+from nst.hookspecs import hookimpl
 
 MAX_LABELS = 16
 MIN_SHARE = 0.02  # colours covering less of a label map than this are JPEG noise / antialiased edges
@@ -204,14 +205,15 @@ def _segment(opts, image: torch.Tensor, device, note) -> LabelMap:
 @hookimpl
 def nst_plugin_options(register) -> None:
     register("content_mask", Path, None, "colour-coded label map of the content (same colour = paired region)")
-    register("style_mask", str, "", "label map(s) of the style image(s), comma-separated, one per style")
+    register("style_mask", list[Path], None, "label map(s) of the style image(s), comma-separated, one per style")
     register("segmenter", str, "auto", "without masks: auto (k-means on colour + position, offline) or sam", choices=("auto", "sam"))
-    register("regions", int, 3, "number of regions for the automatic segmenters")
+    register("regions", int, 3, "number of regions for the automatic segmenters", min=1, max=MAX_LABELS)
     register("sam_checkpoint", Path, None, "Segment Anything checkpoint file (.pth)")
     register("sam_model", str, "vit_b", "Segment Anything model type of the checkpoint", choices=tuple(SAM_URLS))
     register("pairs", str, "", "override the pairing: CONTENT:STYLE region numbers, e.g. 0:1,1:0")
     register("unpaired", str, "style", "a content region with no partner takes the whole style, or is an error", choices=("style", "error"))
-    register("region_weights", str, "", "style weight per content region, comma-separated (default all 1)")
+    register("region_weights", list[float], None, "style weight per content region, comma-separated (default all 1)",
+             min=0, max=1e6)
     register("save_masks", Path, None, "folder for overlays of the regions (paired regions share a colour)")
 
 
@@ -225,10 +227,16 @@ def nst_register_weights(register) -> None:
 
 
 @hookimpl
-def nst_prepare(ctx):
-    opts = ctx.options["semantic"]
+def nst_prepare(ctx, options):
+    if ctx.mode != "run":
+        raise UsageError("the semantic plugin works in runs (gatys), not in training")
+    opts = options
+    if opts["save_masks"] is not None:
+        names = ["content_regions.png"] + [f"style{j + 1}_regions.png" for j in range(len(ctx.styles))]
+        for name in names:
+            ctx.outputs.reserve(opts["save_masks"] / name, make_folder=True)
     hw = tuple(ctx.content.shape[-2:])
-    style_paths = [Path(p.strip()) for p in opts["style_mask"].split(",") if p.strip()]
+    style_paths = opts["style_mask"] or []
     if (opts["content_mask"] is None) != (not style_paths):
         raise UsageError("give both semantic.content_mask and semantic.style_mask, or neither (automatic segmentation)")
     if style_paths and len(style_paths) != len(ctx.styles):
@@ -253,37 +261,36 @@ def nst_prepare(ctx):
                 raise NSTError(f"style {j + 1}: region {region} is empty")
         if None in pairing and opts["unpaired"] == "error":
             raise NSTError(f"content region {pairing.index(None)} (colour {content.colours[pairing.index(None)]}) has no partner in style {j + 1}")
-    weights = [float(w) for w in opts["region_weights"].split(",")] if opts["region_weights"] else [1.0] * len(content.colours)
+    weights = opts["region_weights"] or [1.0] * len(content.colours)
     if len(weights) != len(content.colours):
         raise UsageError(f"semantic.region_weights has {len(weights)} value(s) for {len(content.colours)} content regions")
     ctx.summary["semantic pairing"] = "; ".join(
         f"style {j + 1}: " + ", ".join(f"{c}->{'whole style' if s is None else s}" for c, s in enumerate(p))
         for j, p in enumerate(pairings))
     if opts["save_masks"] is not None:
-        _save_overlays(Path(opts["save_masks"]), ctx, content, styles, pairings)
+        _queue_overlays(opts["save_masks"], ctx, content, styles, pairings)
         ctx.summary["semantic masks"] = str(opts["save_masks"])
     return {"semantic.content": content, "semantic.styles": styles, "semantic.pairings": pairings,
             "semantic.weights": weights}
 
 
-def _save_overlays(folder: Path, ctx, content: LabelMap, styles: list[LabelMap], pairings) -> None:
-    from nst.core.images import save_image
+def _queue_overlays(folder: Path, ctx, content: LabelMap, styles: list[LabelMap], pairings) -> None:
+    """Overlays of the regions, queued in ctx.outputs (written with the result)."""
+    def queue(picture, name: str) -> None:
+        ctx.outputs.add(folder / name, image_writer(picture, folder / name))
 
-    folder.mkdir(parents=True, exist_ok=True)
-    save_image(overlay(ctx.content, content, content.colours), folder / "content_regions.png")
+    queue(overlay(ctx.content, content, content.colours), "content_regions.png")
     for j, (img, lm, pairing) in enumerate(zip(ctx.styles, styles, pairings)):
         colours = [(128, 128, 128)] * len(lm.colours)  # style regions no content region uses stay grey
         for c, s in enumerate(pairing):
             if s is not None:
                 colours[s] = content.colours[c]
-        save_image(overlay(img, lm, colours), folder / f"style{j + 1}_regions.png")
+        queue(overlay(img, lm, colours), f"style{j + 1}_regions.png")
 
 
 @hookimpl
 def nst_losses(ctx, encoder):
     """A 'style' term replacing the global one: a Gram per (content region, paired style region)."""
-    if ctx.scale.content.shape[0] != 1:
-        raise NSTError("the semantic plugin works with optimisation runs (gatys), not with training")
     g, s = ctx.guides, ctx.settings
     layers = s.style_layers
     cmasks = g["semantic.content"].masks().to(ctx.device)
@@ -298,18 +305,7 @@ def nst_losses(ctx, encoder):
     # the image keeps the scale's content size, so its layer masks are fixed for the whole scale
     hw = tuple(ctx.scale.content.shape[-2:])
     layer_masks = {l: resize_masks(cmasks, encoder.feature_size(hw, l)) for l in layers}
-    region_w = g["semantic.weights"]
-
-    def fn(feats, _image):
-        total = 0.0
-        for blend, per_region in zip(ctx.style_weights, targets):
-            for r, (w, target) in enumerate(zip(region_w, per_region)):
-                for l in layers:
-                    m = layer_masks[l][:, r:r + 1]
-                    total = total + blend * w * guided_gram_loss(feats[l], m, target[l]) / len(layers)
-        return total
-
-    return [LossTerm("style", s.style_weight, fn, tuple(layers))]
+    return [guided_style_term(targets, layer_masks, g["semantic.weights"], ctx.style_weights, layers, s.style_weight)]
 
 
 @hookimpl
@@ -327,14 +323,22 @@ def nst_register_commands(app) -> None:
         """Make a label map of IMAGE to inspect or edit, then pass it to the semantic plugin."""
         from PIL import Image
 
-        from nst.api import pick_device
-        from nst.core.images import check_output_path, load_image, resize_long_side, save_image
+        from nst.core.devices import pick_device
+        from nst.core.files import Outputs
+        from nst.core.images import MAX_SIDE, check_output_path, load_image, resize_long_side
+        from nst.errors import note_line
 
-        if segmenter not in ("auto", "sam") or regions < 1 or regions > MAX_LABELS:
-            raise UsageError(f"--segmenter must be auto or sam and --regions 1..{MAX_LABELS}")
-        check_output_path(output)
-        img = resize_long_side(load_image(image), size)
+        if segmenter not in ("auto", "sam"):
+            raise UsageError(f"--segmenter must be auto or sam, got '{segmenter}'")
+        if not 1 <= regions <= MAX_LABELS:
+            raise UsageError(f"--regions must be between 1 and {MAX_LABELS}, got {regions}")
+        if not 16 <= size <= MAX_SIDE:
+            raise UsageError(f"--size must be between 16 and {MAX_SIDE}, got {size}")
+        outputs = Outputs([image, sam_checkpoint])
+        outputs.reserve(check_output_path(output))
+        img = resize_long_side(load_image(image, note_line), size)
         opts = {"segmenter": segmenter, "regions": regions, "sam_checkpoint": sam_checkpoint, "sam_model": sam_model}
-        lm = _segment(opts, img, pick_device("auto"), lambda m: typer.echo(f"note: {m}", err=True))
-        save_image(Image.fromarray(lm.image(), "RGB"), output)
+        lm = _segment(opts, img, pick_device("auto"), note_line)
+        outputs.add(output, image_writer(Image.fromarray(lm.image(), "RGB"), output))
+        outputs.commit()
         typer.echo(f"wrote {output} ({len(lm.colours)} regions)")

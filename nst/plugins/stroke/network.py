@@ -15,22 +15,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from nst.core.johnson import ConvNormReLU, Residual, _conv
-from nst.errors import UsageError
+from nst.options import FieldError
 
 MAX_BRANCHES = 6
 MIN_SIZE, MAX_SIZE = 16, 8192
 
 
-def parse_sizes(text: str, what: str = "stroke.sizes") -> list[int]:
-    """'256,512,768' -> [256, 512, 768]: 2 to MAX_BRANCHES strictly increasing sizes in px, or UsageError."""
-    try:
-        sizes = [int(t) for t in text.split(",")]
-    except ValueError:
-        raise UsageError(f"{what}: expected increasing pixel sizes like 256,512,768, got '{text}'") from None
+def check_sizes(sizes: list[int], what: str = "stroke.sizes") -> list[int]:
+    """SIZES if they are 2 to MAX_BRANCHES strictly increasing pixel sizes in [MIN_SIZE, MAX_SIZE], else FieldError."""
+    sizes = [int(s) for s in sizes]
+    shown = ",".join(map(str, sizes))
     if not 2 <= len(sizes) <= MAX_BRANCHES or any(b <= a for a, b in zip(sizes, sizes[1:])):
-        raise UsageError(f"{what}: give 2 to {MAX_BRANCHES} strictly increasing sizes, got '{text}'")
+        raise FieldError(what, f"give 2 to {MAX_BRANCHES} strictly increasing sizes like 256,512,768, got '{shown}'")
     if sizes[0] < MIN_SIZE or sizes[-1] > MAX_SIZE:
-        raise UsageError(f"{what}: sizes must lie between {MIN_SIZE} and {MAX_SIZE} px, got '{text}'")
+        raise FieldError(what, f"sizes must lie between {MIN_SIZE} and {MAX_SIZE} px, got '{shown}'")
     return sizes
 
 
@@ -102,7 +100,7 @@ class StrokePyramidNet(nn.Module):
     def __init__(self, width: int = 32, blocks: int = 5, sizes: list[int] | tuple[int, ...] = (256, 512, 768)) -> None:
         super().__init__()
         sizes = [int(s) for s in sizes]
-        parse_sizes(",".join(map(str, sizes)))
+        check_sizes(sizes)
         self.config = {"arch": "stroke", "width": width, "blocks": blocks, "sizes": sizes}
         self.sizes = sizes
         w = width

@@ -21,10 +21,13 @@ import torch
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 from scipy import ndimage
 
+from nst.core.colors import luminance
 from nst.errors import NSTError
 
 MIN_CONTRAST = 0.1  # glyph and ground must differ this much in luminance (0..1)
 MIN_GLYPH_PIXELS = 4
+MAX_CANVAS_PIXELS = 1 << 26  # 64 Mpx: a rendered text larger than this is refused before drawing
+NOTDEF_PROBE = "\U0010fffd"  # a private-use code point no font maps: it draws the font's "missing" glyph
 
 
 @dataclass
@@ -35,12 +38,6 @@ class Guide:
     mask: np.ndarray
     u: np.ndarray
     radius: float
-
-
-def luminance(image: torch.Tensor) -> np.ndarray:
-    """(1, 3, H, W) RGB in [0, 1] -> (H, W) float32 Rec. 601 luma."""
-    rgb = image[0].detach().float().cpu().numpy()
-    return (0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]).astype(np.float32)
 
 
 def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
@@ -60,7 +57,7 @@ def glyph_mask(image: torch.Tensor, name: str) -> np.ndarray:
     The luminance is split at Otsu's threshold; the class holding most of the image's one-pixel
     border is the ground. NAME labels the one-line NSTError raised when there is no glyph.
     """
-    lum = luminance(image)
+    lum = luminance(image.detach().float().cpu())[0, 0].numpy()
     if float(lum.max() - lum.min()) < MIN_CONTRAST:
         raise NSTError(f"{name}: no glyph found (the image is plain; expected dark or light text on a plain ground)")
     light = lum > otsu_threshold(lum)
@@ -111,6 +108,21 @@ class Layout:
     align: str = "center"
 
 
+def _drawn(font: ImageFont.FreeTypeFont, char: str) -> bytes:
+    """The pixels FONT draws for CHAR (with the box size), to compare glyphs."""
+    left, top, right, bottom = font.getbbox(char)
+    canvas = Image.new("L", (max(1, right - left), max(1, bottom - top)), 0)
+    ImageDraw.Draw(canvas).text((-left, -top), char, font=font, fill=255)
+    return bytes(canvas.size) + canvas.tobytes()
+
+
+def missing_glyphs(text: str, font_path: str | Path | None) -> list[str]:
+    """The characters of TEXT that the font has no glyph for (they would draw as its "missing" box)."""
+    font = load_font(font_path, 32)
+    notdef = _drawn(font, NOTDEF_PROBE)
+    return [c for c in dict.fromkeys(text) if not c.isspace() and _drawn(font, c) == notdef]
+
+
 def render_text(text: str, layout: Layout, font_size: float, margin: int) -> torch.Tensor:
     """(1, 3, H, W): TEXT in black on white, anti-aliased, cropped to its ink plus MARGIN px each side.
 
@@ -125,8 +137,13 @@ def render_text(text: str, layout: Layout, font_size: float, margin: int) -> tor
     step = (ascent + descent) * layout.line_spacing
     widths = [font.getlength(line) + spacing * max(0, len(line) - 1) for line in lines]
     pad = int(math.ceil(font_size)) + 2
-    canvas = Image.new("L", (int(math.ceil(max(widths))) + 2 * pad,
-                             int(math.ceil(step * (len(lines) - 1) + ascent + descent)) + 2 * pad), 255)
+    w = int(math.ceil(max(widths))) + 2 * pad
+    h = int(math.ceil(step * (len(lines) - 1) + ascent + descent)) + 2 * pad
+    if w * h > MAX_CANVAS_PIXELS or w <= 0 or h <= 0:
+        raise NSTError(f"the text would need a {w}x{h} px canvas ({w * h / 2 ** 20:.0f} Mpx), over the "
+                       f"{MAX_CANVAS_PIXELS >> 20} Mpx limit; lower --font-size, --letter-spacing or --line-spacing, or "
+                       "shorten the text")
+    canvas = Image.new("L", (w, h), 255)
     draw = ImageDraw.Draw(canvas)
     shift = {"left": 0.0, "center": 0.5, "right": 1.0}[layout.align]
     for row, (line, width) in enumerate(zip(lines, widths)):

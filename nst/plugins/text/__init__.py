@@ -14,11 +14,15 @@ from typing import Annotated, Callable, Optional
 import torch
 import typer
 
-from nst.core.glyphs import Guide, Layout, distance_guide, glyph_mask, guide_picture, render_text
-from nst.core.images import check_output_path, check_size, load_image, resize_long_side, save_image
-from nst.core.text_effects import BACKGROUNDS, EffectParams, measure_background, plan_transfer, total_steps, transfer
-from nst.errors import NSTError, UsageError
-from nst.plugins.manager import hookimpl
+from nst.plugins.text.glyphs import Guide, Layout, distance_guide, glyph_mask, guide_picture, missing_glyphs, render_text
+from nst.core.devices import pick_device
+from nst.core.files import Outputs
+from nst.core.images import MAX_SIDE, check_output_path, image_writer, load_image, resize_long_side
+from nst.core.progress import progress_bar
+from nst.plugins.text.effects import BACKGROUNDS, EffectParams, measure_background, plan_transfer, total_steps, transfer
+from nst.errors import NSTError, UsageError, note_line
+from nst.options import FieldError, check_range, flag
+from nst.hookspecs import hookimpl
 
 PROBE_SIZE = 100  # font size (px) at which a font's stroke radius is measured for the automatic size
 ALPHA_FORMATS = (".png", ".webp", ".tif", ".tiff")
@@ -69,13 +73,19 @@ def _mean_radius(examples: list[tuple[Guide, torch.Tensor]]) -> float:
     return float(sum(g.radius for g, _ in examples) / len(examples))
 
 
-def write_guides(folder: Path, examples: list[tuple[Guide, torch.Tensor]], target: Guide, far: float) -> list[Path]:
-    """The distance maps of every S and of T as PNGs in FOLDER; returns the paths written."""
-    folder.mkdir(parents=True, exist_ok=True)
-    names = ["source_distance.png"] if len(examples) == 1 else [f"source{i + 1}_distance.png" for i in range(len(examples))]
-    written = [save_image(guide_picture(g.u, far), folder / name) for (g, _), name in zip(examples, names)]
-    written.append(save_image(guide_picture(target.u, far), folder / "target_distance.png"))
-    return written
+def guide_names(count: int) -> list[str]:
+    """File names of the distance maps of COUNT examples S_i and of T."""
+    sources = ["source_distance.png"] if count == 1 else [f"source{i + 1}_distance.png" for i in range(count)]
+    return sources + ["target_distance.png"]
+
+
+def queue_guides(outputs, folder: Path, examples: list[tuple[Guide, torch.Tensor]], target: Guide, far: float) -> list[Path]:
+    """The distance maps of every S and of T, queued in OUTPUTS as PNGs in FOLDER; returns their paths."""
+    guides = [g for g, _ in examples] + [target]
+    paths = [folder / name for name in guide_names(len(examples))]
+    for guide, path in zip(guides, paths):
+        outputs.add(path, image_writer(guide_picture(guide.u, far), path))
+    return paths
 
 
 def to_picture(image: torch.Tensor):
@@ -89,13 +99,9 @@ def to_picture(image: torch.Tensor):
 
 
 def _progress(quiet: bool, total: int):
-    """A rich progress bar on stderr (a disabled one when QUIET) and its advance() function."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    bar = Progress(TextColumn("[bold]text effect"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   console=Console(stderr=True), disable=quiet, transient=False)
-    task = bar.add_task("", total=total)
+    """The progress bar (a disabled one when QUIET) and its advance() function."""
+    bar = progress_bar(disable=quiet)
+    task = bar.add_task("text effect", total=total)
     return bar, lambda: bar.advance(task)
 
 
@@ -131,28 +137,38 @@ def nst_register_commands(app) -> None:
         Guided patch synthesis: glyph masks and distances to the outline (in stroke radii) steer a
         coarse-to-fine PatchMatch search + voting that places S′'s patches at matching distances.
         """
-        from nst.api import pick_device
-
         started = time.perf_counter()
-        note = lambda msg: typer.echo(f"note: {msg}", err=True)
+        note = note_line
         if (text is None) == (target is None):
             raise UsageError("give exactly one target: --text STRING or --target IMAGE")
         if background not in BACKGROUNDS:
             raise UsageError(f"--background must be one of {', '.join(BACKGROUNDS)}, got '{background}'")
         if align not in ("left", "center", "right"):
             raise UsageError(f"--align must be left, center or right, got '{align}'")
-        check_output_path(output)
         if background == "transparent" and output.suffix.lower() not in ALPHA_FORMATS:
             raise UsageError(f"{output}: {output.suffix} has no alpha channel; use {', '.join(ALPHA_FORMATS)} for --background transparent")
-        if size is not None:
-            check_size(size)
-        if threads < 1:
-            raise UsageError(f"--threads must be at least 1, got {threads}")
+        for name, value, lo, hi in [("--size", size, 16, MAX_SIDE), ("--threads", threads, 1, 256),
+                                    ("--font-size", font_size, 1, 4096), ("--line-spacing", line_spacing, 0.1, 10),
+                                    ("--letter-spacing", letter_spacing, -0.5, 10)]:
+            if value is not None:
+                check_range(name, value, lo, hi)
         if save_guides is not None and save_guides.exists() and not save_guides.is_dir():
             raise UsageError(f"{save_guides}: --save-guides must be a folder")
-        params = EffectParams(patch_size=patch_size, large_patch=large_patch, iters_coarse=iterations,
-                              iters_fine=min(iterations, EffectParams.iters_fine), distance_weight=distance_weight,
-                              mask_weight=mask_weight, seed=seed).validate()
+        outputs = Outputs([*source, *styled, target, font])
+        outputs.reserve(check_output_path(output))
+        for name in guide_names(len(source)) if save_guides is not None else []:
+            outputs.reserve(save_guides / name, make_folder=True)
+        if text is not None:
+            missing = missing_glyphs(text.replace("\\n", ""), font)
+            if missing:
+                raise NSTError(f"the font {font or '(built-in)'} has no glyph for {' '.join(repr(c) for c in missing[:8])}"
+                               f"{' …' if len(missing) > 8 else ''}; use --font with a font that has them")
+        try:
+            params = EffectParams(patch_size=patch_size, large_patch=large_patch, iters_coarse=iterations,
+                                  iters_fine=min(iterations, EffectParams.iters_fine), distance_weight=distance_weight,
+                                  mask_weight=mask_weight, seed=seed).validate()
+        except FieldError as exc:
+            raise exc.spelled("--iterations" if exc.field.startswith("iters") else flag(exc.field)) from None
         examples = load_examples(list(source), list(styled), note)
         if text is not None:
             layout = Layout(font, line_spacing, letter_spacing, align)
@@ -172,10 +188,11 @@ def nst_register_commands(app) -> None:
                 result = transfer(plan, t_guide, background, params, advance, pick_device(device))
         finally:
             torch.set_num_threads(previous)
-        path = save_image(to_picture(result), output)
+        outputs.add(output, image_writer(to_picture(result), output))
         extra = ""
         if save_guides is not None:
-            written = write_guides(save_guides, examples, t_guide, plan.background.far)
+            written = queue_guides(outputs, save_guides, examples, t_guide, plan.background.far)
             extra = f" and {len(written)} distance map(s) in {save_guides}"
-        typer.echo(f"wrote {path}{extra} ({result.shape[-1]}x{result.shape[-2]}, background {background}, "
+        outputs.commit()
+        typer.echo(f"wrote {output}{extra} ({result.shape[-1]}x{result.shape[-2]}, background {background}, "
                    f"{len(examples)} example(s), {time.perf_counter() - started:.1f} s)")

@@ -16,8 +16,9 @@ import torch
 import torch.nn.functional as F
 
 from nst.core.encoder import LAYERS as VGG_LAYERS, Encoder
-from nst.core.patchmatch import patchmatch, upsample_nnf, vote
+from nst.core.patchmatch import patch_distance, patchmatch, upsample_nnf, vote
 from nst.errors import UsageError
+from nst.options import FieldError, check_range
 
 LAYERS = ("relu5_1", "relu4_1", "relu3_1", "relu2_1", "relu1_1")
 # reference parameters (facts.md): α per layer below the top (the top takes all of A), patch size, random-search radius (None = all of B)
@@ -44,25 +45,25 @@ class AnalogyParams:
         """Checks the lists (one clear error) and fills in the reference values."""
         layers = tuple(self.layers)
         if not layers:
-            raise UsageError("--layers needs at least one layer")
+            raise FieldError("layers", "needs at least one layer")
         for name in layers:
             if not (name.startswith("relu") and name in VGG_LAYERS):
-                raise UsageError(f"--layers: '{name}' is not a VGG19 relu layer (e.g. relu5_1,relu4_1,relu3_1)")
+                raise FieldError("layers", f"'{name}' is not a VGG19 relu layer (e.g. relu5_1,relu4_1,relu3_1)")
         order = [int(n[4]) * 10 + int(n[6:]) for n in layers]
         if order != sorted(order, reverse=True) or len(set(order)) != len(order):
-            raise UsageError("--layers must go from deep to shallow without repeats, e.g. relu5_1,relu4_1,relu3_1,relu2_1,relu1_1")
+            raise FieldError("layers", "must go from deep to shallow without repeats, e.g. relu5_1,relu4_1,relu3_1,relu2_1,relu1_1")
         alphas = tuple(self.alphas) if self.alphas is not None else tuple(ALPHAS.get(n, 0.5) for n in layers[1:])
         sizes = tuple(self.patch_sizes) if self.patch_sizes is not None else tuple(PATCH_SIZES.get(n, 3) for n in layers)
         if len(alphas) != len(layers) - 1:
-            raise UsageError(f"--alphas needs one value per layer below the top ({len(layers) - 1}), got {len(alphas)}")
+            raise FieldError("alphas", f"needs one value per layer below the top ({len(layers) - 1}), got {len(alphas)}")
         if len(sizes) != len(layers):
-            raise UsageError(f"--patch-sizes needs one value per layer ({len(layers)}), got {len(sizes)}")
+            raise FieldError("patch_sizes", f"needs one value per layer ({len(layers)}), got {len(sizes)}")
         if any(not 0 <= a <= 1 for a in alphas):
-            raise UsageError("--alphas must lie in [0, 1]")
-        if any(p < 1 or p % 2 == 0 for p in sizes):
-            raise UsageError("--patch-sizes must be odd and positive, e.g. 3,3,3,5,5")
-        if self.pm_iters < 1 or self.deconv_steps < 0:
-            raise UsageError("--pm-iters must be ≥ 1 and --deconv-steps ≥ 0")
+            raise FieldError("alphas", "must lie in [0, 1]")
+        if any(not 1 <= p <= 15 or p % 2 == 0 for p in sizes):
+            raise FieldError("patch_sizes", "must be odd, from 1 to 15, e.g. 3,3,3,5,5")
+        check_range("pm_iters", self.pm_iters, 1, 1000)
+        check_range("deconv_steps", self.deconv_steps, 0, 10000)
         self.layers, self.alphas, self.patch_sizes = layers, alphas, sizes
         return self
 
@@ -81,7 +82,7 @@ def check_size(hw: tuple[int, int], layers: tuple[str, ...], patch_sizes: tuple[
     if min(h, w) < patch_sizes[0]:
         need = patch_sizes[0] * (hw[0] // h if h else 16)
         raise UsageError(f"{what} is {hw[1]}×{hw[0]} px, too small for {layers[0]} ({w}×{h} maps, patch "
-                         f"{patch_sizes[0]}): use --size ≥ {need * max(hw) // min(hw)} or drop the deepest layer")
+                         f"{patch_sizes[0]}): use a size of at least {need * max(hw) // min(hw)} or drop the deepest layer")
 
 
 def _normalised(f: torch.Tensor) -> torch.Tensor:
@@ -165,11 +166,12 @@ def _reconstruct(encoder, own, appearance, nnf, fine_nnf, params, index):
 
 
 def image_analogy(encoder: Encoder, a: torch.Tensor, b_prime: torch.Tensor, params: AnalogyParams,
-                  on_layer: Callable[[int, Callable[[], torch.Tensor]], None] = lambda _i, _preview: None) -> AnalogyResult:
+                  on_layer: Callable[[int, Callable[[], torch.Tensor], float], None] = lambda _i, _preview, _cost: None
+                  ) -> AnalogyResult:
     """A, B′ (1, 3, H, W) RGB in [0, 1] (sizes may differ) -> AnalogyResult.
 
-    ON_LAYER(i, preview) is called after each layer's search (i counts from 1); preview() returns the
-    A′ this layer's NNF gives, (1, 3, Ha, Wa).
+    ON_LAYER(i, preview, cost) is called after each layer's search (i counts from 1); preview() returns
+    the A′ this layer's NNF gives, (1, 3, Ha, Wa); cost is the mean descriptor distance of A's matches.
     """
     params.validate()
     layers = params.layers
@@ -191,7 +193,8 @@ def image_analogy(encoder: Encoder, a: torch.Tensor, b_prime: torch.Tensor, para
         nnf_ab = patchmatch(src, dst, 1, params.pm_iters, nnf_ab, radius, gen)  # descriptors hold the whole patch
         if both:
             nnf_ba = patchmatch(dst, src, 1, params.pm_iters, nnf_ba, radius, gen)
-        on_layer(i + 1, lambda nnf=nnf_ab, hw=tuple(fb_p[layer].shape[-2:]): preview(b_prime, nnf, hw, tuple(a.shape[-2:])))
+        cost = float(patch_distance(src, dst, nnf_ab, 1).mean())
+        on_layer(i + 1, lambda nnf=nnf_ab, hw=tuple(fb_p[layer].shape[-2:]): preview(b_prime, nnf, hw, tuple(a.shape[-2:])), cost)
         if i + 1 == len(layers):
             break
         lower = layers[i + 1]

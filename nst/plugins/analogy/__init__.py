@@ -13,65 +13,63 @@ import torch
 import typer
 
 from nst.context import RunContext, ScaleState
-from nst.core.analogy import LAYERS, AnalogyParams, flow_image, image_analogy, normalise_aspect
-from nst.core.images import resize_long_side, save_image
-from nst.errors import UsageError
-from nst.plugins.manager import hookimpl
+from nst.plugins.analogy.engine import LAYERS, AnalogyParams, flow_image, image_analogy, normalise_aspect
+from nst.core.images import image_writer, resize_long_side
+from nst.errors import NSTError, UsageError
+from nst.hookspecs import hookimpl
+from nst.options import FieldError
 
 OUTPUTS = {"a_prime": "A_prime.png", "b": "B.png", "nnf_ab": "nnf_A_to_B.png", "nnf_ba": "nnf_B_to_A.png"}
 
 
-def parse_list(text: str | None, kind: type, what: str) -> tuple | None:
-    """'0.8,0.7' -> (0.8, 0.7); empty/None -> None (the defaults); a bad item -> one clear error."""
-    if text is None or not str(text).strip():
-        return None
-    items = [t.strip() for t in str(text).split(",")]
-    try:
-        return tuple(kind(t) for t in items)
-    except ValueError:
-        raise UsageError(f"{what}: '{text}' is not a comma-separated list of {kind.__name__} values") from None
-
-
 def params_from_options(opts: dict, seed: int) -> AnalogyParams:
-    return AnalogyParams(layers=parse_list(opts["layers"], str, "analogy.layers") or LAYERS,
-                         alphas=parse_list(opts["alphas"], float, "analogy.alphas"),
-                         patch_sizes=parse_list(opts["patch_sizes"], int, "analogy.patch_sizes"),
-                         pm_iters=opts["pm_iters"], deconv_steps=opts["deconv_steps"],
-                         both_directions=opts["both_directions"], photo=opts["photo"], seed=seed).validate()
+    """AnalogyParams from the plugin's options; errors name the option (analogy.alphas, ...)."""
+    try:
+        return AnalogyParams(layers=tuple(opts["layers"]), alphas=opts["alphas"], patch_sizes=opts["patch_sizes"],
+                             pm_iters=opts["pm_iters"], deconv_steps=opts["deconv_steps"],
+                             both_directions=opts["both_directions"], photo=opts["photo"], seed=seed).validate()
+    except FieldError as exc:
+        raise exc.spelled(f"analogy.{exc.field}") from None
 
 
 def run(ctx: RunContext) -> torch.Tensor:
     """A′ for A = ctx.content and B′ = the style image, both at the run's size."""
     if len(ctx.styles) != 1:
         raise UsageError(f"--method analogy takes exactly one appearance image B′, got {len(ctx.styles)}")
-    params = params_from_options(ctx.options["analogy"], ctx.settings.seed)
+    opts = ctx.plugin_options("analogy")
+    params = params_from_options(opts, ctx.settings.seed)
+    save = opts["save"]
+    if save is not None:  # checked before any work: B and the NNF pictures appear with the result or not at all
+        names = [OUTPUTS[k] for k in ("nnf_ab",) + (("b", "nnf_ba") if params.both_directions else ())]
+        for name in names:
+            ctx.outputs.reserve(Path(save) / name, make_folder=True)
     a = ctx.content
     b_prime = normalise_aspect(a, resize_long_side(ctx.styles[0], ctx.settings.size), ctx.note)
     ctx.total_steps = len(params.layers)
     encoder = ctx.encoder()
 
-    def on_layer(index: int, preview) -> None:
+    def on_layer(index: int, preview, cost: float) -> None:
         ctx.scale = ScaleState(index - 1, ctx.settings.size, a, [b_prime])
-        ctx.hooks.on_step(ctx, index, preview(), {})
+        ctx.hooks.on_step(ctx, index, preview(), {"patch": cost, "total": cost})
 
     result = image_analogy(encoder, a, b_prime, params, on_layer)
-    save = ctx.options["analogy"]["save"]
+    ctx.scale = None
     if save is not None:
-        ctx.summary["analogy outputs"] = ", ".join(str(p) for p in save_outputs(result, Path(save), b_prime))
+        ctx.summary["analogy outputs"] = ", ".join(str(p) for p in queue_outputs(ctx, result, Path(save), b_prime))
     return result.a_prime
 
 
-def save_outputs(result, folder: Path, b_prime: torch.Tensor) -> list[Path]:
-    """B and the NNF pictures into FOLDER; returns the paths written."""
-    folder.mkdir(parents=True, exist_ok=True)
-    written = []
+def queue_outputs(ctx: RunContext, result, folder: Path, b_prime: torch.Tensor) -> list[Path]:
+    """B and the NNF pictures, queued in ctx.outputs for FOLDER; returns their paths."""
+    pictures = {}
     if result.b is not None:
-        written.append(save_image(result.b, folder / OUTPUTS["b"]))
-    written.append(save_image(flow_image(result.nnf_ab, tuple(b_prime.shape[-2:]))[None], folder / OUTPUTS["nnf_ab"]))
+        pictures[OUTPUTS["b"]] = result.b
+    pictures[OUTPUTS["nnf_ab"]] = flow_image(result.nnf_ab, tuple(b_prime.shape[-2:]))[None]
     if result.nnf_ba is not None:
-        hw = tuple(result.nnf_ab.shape[:2])
-        written.append(save_image(flow_image(result.nnf_ba, hw)[None], folder / OUTPUTS["nnf_ba"]))
-    return written
+        pictures[OUTPUTS["nnf_ba"]] = flow_image(result.nnf_ba, tuple(result.nnf_ab.shape[:2]))[None]
+    for name, picture in pictures.items():
+        ctx.outputs.add(folder / name, image_writer(picture, folder / name))
+    return [folder / name for name in pictures]
 
 
 @hookimpl
@@ -82,11 +80,11 @@ def nst_register_methods(register) -> None:
 
 @hookimpl
 def nst_plugin_options(register) -> None:
-    register("layers", str, ",".join(LAYERS), "VGG19 relu layers, deep to shallow")
-    register("alphas", str, "", "blend weight of A's own features per layer below the top (default 0.8,0.7,0.6,0.1)")
-    register("patch_sizes", str, "", "PatchMatch patch size per layer, odd (default 3,3,3,5,5)")
-    register("pm_iters", int, 5, "PatchMatch iterations per layer and direction")
-    register("deconv_steps", int, 20, "L-BFGS iterations of each feature deconvolution")
+    register("layers", list[str], list(LAYERS), "VGG19 relu layers, deep to shallow")
+    register("alphas", list[float], None, "blend weight of A's own features per layer below the top (default 0.8,0.7,0.6,0.1)")
+    register("patch_sizes", list[int], None, "PatchMatch patch size per layer, odd (default 3,3,3,5,5)")
+    register("pm_iters", int, 5, "PatchMatch iterations per layer and direction", min=1, max=1000)
+    register("deconv_steps", int, 20, "L-BFGS iterations of each feature deconvolution", min=0, max=10000)
     register("both_directions", bool, True, "also reconstruct B (bidirectional constraint; off = about twice as fast)")
     register("photo", bool, False, "photo-realistic refinement (guided filter on A): for photo-to-photo colour transfer")
     register("save", Path, None, "folder for B and the nearest-neighbour field pictures")
@@ -118,15 +116,26 @@ def nst_register_commands(app) -> None:
         2×, B′ is centre-cropped to A's shape (with a note).
         """
         from nst.api import run as run_api
+        from nst.options import Text
 
         if output.exists() and not output.is_dir():
             raise UsageError(f"{output}: -o must be a folder (it receives {', '.join(OUTPUTS.values())})")
-        options = {"analogy": dict(layers=layers, alphas=alphas, patch_sizes=patch_sizes, pm_iters=pm_iters,
-                                   deconv_steps=deconv_steps, both_directions=both_directions, photo=photo, save=output)}
-        note = lambda msg: typer.echo(f"note: {msg}", err=True)
-        result = run_api(a, [b_prime], method="analogy", options=options, size=size, seed=seed, weights=weights,
-                         device=device, pooling="max", progress=not quiet, note=note)
-        path = save_image(result.image, output / OUTPUTS["a_prime"])
+        options = {"analogy": dict(layers=Text(layers), alphas=Text(alphas), patch_sizes=Text(patch_sizes),
+                                   pm_iters=pm_iters, deconv_steps=deconv_steps, both_directions=both_directions,
+                                   photo=photo, save=output)}
+        made = not output.exists()
+        try:
+            output.mkdir(parents=True, exist_ok=True)
+            result = run_api(a, [b_prime], method="analogy", options=options, size=size, seed=seed, weights=weights,
+                             device=device, pooling="max", progress=not quiet, output=output / OUTPUTS["a_prime"])
+        except FieldError as exc:  # this command's flags are --alphas, not analogy.alphas
+            raise exc.spelled("--" + exc.field.removeprefix("analogy.").replace("_", "-")) from None
+        except OSError as exc:
+            raise NSTError(f"{output}: cannot create the output folder ({exc.strerror or exc})") from None
+        finally:
+            if made and output.is_dir() and not any(output.iterdir()):
+                output.rmdir()  # a failed run leaves no trace
         s = result.summary
-        typer.echo(f"wrote {path} and {s.pop('analogy outputs')} ({s['size']}, {s['seconds']} s on {s['device']})")
+        typer.echo(f"wrote {output / OUTPUTS['a_prime']} and {s.pop('analogy outputs')} ({s['size']}, {s['seconds']} s "
+                   f"on {s['device']})")
 

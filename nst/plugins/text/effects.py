@@ -1,6 +1,6 @@
 """Text-effect transfer (Yang et al. 2017, "Awesome Typography"): guided patch synthesis with PatchMatch.
 
-Given example glyphs S_i (as Guides, see nst.core.glyphs), the same glyphs with an effect S′_i and a
+Given example glyphs S_i (as Guides, see nst.plugins.text.glyphs), the same glyphs with an effect S′_i and a
 target glyph T, synthesise T′: T's layout with the S′ effect. Every pixel of T′ is assembled from
 S′ patches found at the same normalised distance from the outline:
 
@@ -29,9 +29,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nst.core.glyphs import Guide, distance_guide
+from nst.plugins.text.glyphs import Guide, distance_guide
 from nst.core.patchmatch import patch_distance, patchmatch, upsample_nnf, vote
 from nst.errors import NSTError
+from nst.options import FieldError, check_range
 
 BACKGROUNDS = ("keep", "transparent", "synthesize")
 RESCALE_TOLERANCE = 1.25  # examples are rescaled when their stroke radius differs from T's by more
@@ -58,14 +59,16 @@ class EffectParams:
     seed: int = 0
 
     def validate(self) -> "EffectParams":
+        """Checks ranges; errors name the field (FieldError)."""
         for name in ("patch_size", "large_patch"):
             value = getattr(self, name)
-            if value < 1 or value % 2 == 0:
-                raise NSTError(f"{name.replace('_', '-')} must be an odd number ≥ 1, got {value}")
-        if self.iters_coarse < 1 or self.iters_fine < 1 or self.pm_iters < 1:
-            raise NSTError("iterations must be at least 1")
-        if self.distance_weight < 0 or self.mask_weight < 0:
-            raise NSTError("guidance weights must be ≥ 0")
+            if not 1 <= value <= 31 or value % 2 == 0:
+                raise FieldError(name, f"must be an odd number from 1 to 31, got {value}")
+        for name in ("iters_coarse", "iters_fine", "pm_iters"):
+            check_range(name, getattr(self, name), 1, 1000)
+        for name in ("distance_weight", "mask_weight"):
+            check_range(name, getattr(self, name), 0, 1e6)
+        check_range("seed", self.seed, 0, 2 ** 63 - 1)
         return self
 
 
