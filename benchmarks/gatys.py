@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import subprocess
 import sys
 import time
 from datetime import datetime
@@ -18,39 +16,16 @@ from pathlib import Path
 import torch
 
 import nst
-from nst.api import default_host
+from common import CONTENT, MB, STYLE, StepClock, devices, machine, memory_now, memory_peak, run_child, synchroniser, write_report
 from nst.core.encoder import load_vgg
-
-ROOT = Path(__file__).resolve().parent.parent
-CONTENT, STYLE = ROOT / "assets" / "content.jpg", ROOT / "assets" / "style.jpg"
-MB = 2 ** 20
-
-
-class StepClock:
-    """Run-hook plugin: perf_counter() at every step, after the device has finished that step."""
-
-    name = "bench-clock"
-
-    def __init__(self, sync):
-        self.sync, self.times = sync, []
-
-    @nst.hookimpl
-    def nst_on_step(self, step):
-        self.sync()
-        self.times.append(time.perf_counter())
-
-
-def proc_field(path: str, key: str) -> str:
-    """The value of the first 'KEY: value' line of a /proc file (Linux)."""
-    return next(l.split(":", 1)[1].strip() for l in Path(path).read_text().splitlines() if l.startswith(key))
+from nst.host import default_host
 
 
 def child(device: str, size: int, steps: int, optimizer: str) -> dict:
     """Measure one configuration in this process; returns the figures for the parent."""
-    cuda = device.startswith("cuda")
-    sync = (lambda: torch.cuda.synchronize(device)) if cuda else (lambda: None)
+    sync = synchroniser(device)
     weights = load_vgg(default_host().weights(), "vgg19", progress=False)  # baseline: imports + one copy of the
-    base = torch.cuda.memory_allocated(device) if cuda else int(proc_field("/proc/self/status", "VmRSS").split()[0]) * 1024
+    base = memory_now(device)
     del weights  # weights, which each run loads again
     run = dict(size=size, device=device, optimizer=optimizer, note=lambda m: None)
     nst.run(CONTENT, [STYLE], steps=2, **run)  # warm-up
@@ -60,22 +35,16 @@ def child(device: str, size: int, steps: int, optimizer: str) -> dict:
     result = nst.run(CONTENT, [STYLE], steps=steps, plugins=[clock], **run)
     sync()
     elapsed = time.perf_counter() - start
-    peak = torch.cuda.max_memory_allocated(device) if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = memory_peak(device)
     return dict(device=device, optimizer=optimizer, size=result.summary["size"],
                 step_s=(clock.times[-1] - clock.times[0]) / (steps - 1), run_s=elapsed,
                 peak_mb=peak / MB, increase_mb=(peak - base) / MB, torch=torch.__version__,
-                threads=torch.get_num_threads(),
-                machine=torch.cuda.get_device_name(device) if cuda else proc_field("/proc/cpuinfo", "model name"))
+                threads=torch.get_num_threads(), machine=machine(device))
 
 
 def measure(device: str, size: int, steps: int, optimizer: str) -> dict:
-    """Run one configuration in a fresh interpreter and parse the JSON line it prints last."""
-    cmd = [sys.executable, __file__, "--child", "--devices", device, "--sizes", str(size), "--steps", str(steps),
-           "--optimizer", optimizer]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0:
-        sys.exit(f"child failed: {' '.join(cmd)}\n{done.stderr}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    """Run one configuration in a fresh interpreter."""
+    return run_child(__file__, ["--devices", device, "--sizes", str(size), "--steps", str(steps), "--optimizer", optimizer])
 
 
 def report(rows: list[dict], steps: int) -> str:
@@ -107,19 +76,13 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(args.devices[0], args.sizes[0], args.steps, args.optimizer[0])))
         return
-    auto = ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
-    devices = list(dict.fromkeys(d for name in args.devices for d in (auto if name == "auto" else [name])))
     rows = []
-    for device in devices:
+    for device in devices(args.devices):
         for size in args.sizes:
             for optimizer in args.optimizer:
                 rows.append(measure(device, size, args.steps, optimizer))
                 print(f"done: {device} {size} {optimizer}: {rows[-1]['step_s']:.3f} s/step", file=sys.stderr)
-    text = report(rows, args.steps)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+    write_report(report(rows, args.steps), args.out)
 
 
 if __name__ == "__main__":

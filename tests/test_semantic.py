@@ -53,7 +53,7 @@ def test_regions_take_their_partners_statistics_and_swapping_swaps(scene, tiny_w
     plain = nst.run(scene["content"], [scene["style"]], weights=str(tiny_weights), size=64, steps=40,
                     content_weight=0.0, note=lambda m: None).image
     paired = run(scene, tiny_weights)
-    swapped = run(scene, tiny_weights, pairs="0:1,1:0").image
+    swapped = run(scene, tiny_weights, pairs=["0:1", "1:0"]).image
     left, right = slice(0, 30), slice(34, 64)
     # the plain Gram cannot tell the alike halves apart; the semantic run gives each its partner's colour
     assert redness(paired.image, left) > 0.15 and redness(paired.image, right) < -0.15

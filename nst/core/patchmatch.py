@@ -141,11 +141,6 @@ def upsample_nnf(nnf: torch.Tensor, a_hw: tuple[int, int], b_hw_coarse: tuple[in
     return _clamp(torch.stack([fy.floor(), fx.floor()], -1).long(), b_hw)
 
 
-def warp(b: torch.Tensor, nnf: torch.Tensor) -> torch.Tensor:
-    """(C, Ha, Wa): B's pixel at each match centre."""
-    return b[:, nnf[..., 0], nnf[..., 1]]
-
-
 def vote(b: torch.Tensor, nnf: torch.Tensor, patch_size: int = 3) -> torch.Tensor:
     """(C, Ha, Wa): each pixel the mean of what the overlapping matched patches of B say about it
     (patches centred inside A only, so a perfect NNF reproduces B exactly)."""

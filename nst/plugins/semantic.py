@@ -171,10 +171,10 @@ def pair_by_features(content_feats: torch.Tensor, cmasks: torch.Tensor, style_fe
     return pairs
 
 
-def parse_pairs(text: str, kc: int, ks: int) -> dict[int, int]:
-    """'0:1,1:0' -> {0: 1, 1: 0}, checked against KC content and KS style regions."""
+def parse_pairs(items: list[str], kc: int, ks: int) -> dict[int, int]:
+    """['0:1', '1:0'] -> {0: 1, 1: 0}, checked against KC content and KS style regions."""
     out = {}
-    for item in filter(None, (t.strip() for t in text.split(","))):
+    for item in items:
         try:
             c, s = (int(v) for v in item.split(":"))
         except ValueError:
@@ -210,7 +210,7 @@ def nst_plugin_options(register) -> None:
     register("regions", int, 3, "number of regions for the automatic segmenters", min=1, max=MAX_LABELS)
     register("sam_checkpoint", Path, None, "Segment Anything checkpoint file (.pth)")
     register("sam_model", str, "vit_b", "Segment Anything model type of the checkpoint", choices=tuple(SAM_URLS))
-    register("pairs", str, "", "override the pairing: CONTENT:STYLE region numbers, e.g. 0:1,1:0")
+    register("pairs", list[str], [], "override the pairing: CONTENT:STYLE region numbers, e.g. 0:1,1:0")
     register("unpaired", str, "style", "a content region with no partner takes the whole style, or is an error", choices=("style", "error"))
     register("region_weights", list[float], None, "style weight per content region, comma-separated (default all 1)",
              min=0, max=1e6)

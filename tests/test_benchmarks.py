@@ -1,0 +1,26 @@
+"""Every benchmark script still runs: one tiny configuration each, so a refactor cannot silently break them
+(they are slow-ish, a fresh interpreter per row: marked slow, CI runs them)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script, args, expect", [
+    ("gatys.py", ["--sizes", "32", "--steps", "2"], "| cpu | lbfgs | 32x"),
+    ("analogy.py", ["--sizes", "80"], "| cpu | 80x"),
+    ("johnson.py", ["--sizes", "32", "--widths", "8", "--runs", "1", "--steps", "2"], "| nst (torch) | 8 |"),
+    ("johnson.py", ["--stroke", "--sizes", "32", "--widths", "8", "--runs", "1"], "| nst StrokePyramid (torch) | 8 |"),
+])
+def test_benchmark_runs_one_tiny_configuration(tmp_path, script, args, expect):
+    out = tmp_path / "result.md"
+    done = subprocess.run([sys.executable, str(BENCH / script), *args, "--out", str(out)], capture_output=True,
+                          text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert expect in out.read_text() and out.read_text() in done.stdout
