@@ -55,7 +55,11 @@ def split_plugins(plugins: Iterable[str | object]) -> tuple[list[str], list[obje
     if isinstance(plugins, (str, Path)) or not isinstance(plugins, Iterable):
         raise UsageError(f"plugins must be a list, e.g. plugins=[\"depth\"], got {plugins!r}")
     plugins = list(plugins)
-    return [p for p in plugins if isinstance(p, str)], [p for p in plugins if not isinstance(p, str)]
+    objects = [p for p in plugins if not isinstance(p, str)]
+    for p in objects:
+        if not any(name.startswith("nst_") for name in dir(p)):
+            raise UsageError(f"plugins: {p!r} is neither a plugin name nor a plugin object (it has no nst_* hooks)")
+    return [p for p in plugins if isinstance(p, str)], objects
 
 
 def merge_config(config: str | Path | None, plugins: list[str], options: dict | None,
@@ -74,6 +78,28 @@ def merge_config(config: str | Path | None, plugins: list[str], options: dict | 
             raise UsageError(f"options for plugin '{name}' must be a dict of option values, got {values!r}")
         merged_options.setdefault(name, {}).update(values)
     return plugins, merged_options, settings
+
+
+IMAGE_TYPES = (str, os.PathLike, Image.Image, torch.Tensor)
+
+
+def image_list(styles: Any) -> list:
+    """STYLES as a list: one image (path, PIL image or tensor) or an iterable of them."""
+    if isinstance(styles, IMAGE_TYPES):
+        return [styles]
+    if not isinstance(styles, Iterable):
+        raise NSTError(f"styles must be an image (a path, a PIL image or a tensor) or a list of them, got {styles!r}")
+    return list(styles)
+
+
+def check_call(note: Any, output: Any, host: Any) -> None:
+    """One clear error for API arguments of the wrong type (instead of a TypeError deep inside)."""
+    if not callable(note):
+        raise UsageError(f"note must be a function taking a message, got {note!r}")
+    if output is not None and not isinstance(output, (str, os.PathLike)):
+        raise UsageError(f"output must be a file path, got {output!r}")
+    if host is not None and not isinstance(host, PluginHost):
+        raise UsageError(f"host must be an nst.PluginHost, got {host!r}")
 
 
 def input_paths(*items: Any, options: dict[str, dict[str, Any]] | None = None) -> list[Path]:
@@ -103,13 +129,12 @@ def run(content, styles: Iterable = (), *, plugins: Iterable[str | object] = (),
     The caller's torch RNG and flush-denormal mode are left as they were.
     """
     note = note or note_line
+    check_call(note, output, host)
     names, objects = split_plugins(plugins)
     names, options, settings = merge_config(config, names, options, settings)
     config_: Settings = make_settings(settings)
     host = host or default_host()
-    if isinstance(styles, (str, Path, Image.Image, torch.Tensor)):
-        styles = [styles]
-    styles = list(styles)
+    styles = image_list(styles)
     for name in names:
         host.check_plugin(name)
     outputs = Outputs(input_paths(content, styles, config_.model, config_.weights, options=options))

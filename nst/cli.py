@@ -290,14 +290,14 @@ def train(
 def export(
     model: Annotated[Path, typer.Argument(help="A model file from `nst train`.", show_default=False)],
     onnx: Annotated[Path, typer.Option("--onnx", help="ONNX file to write (input 'image', output 'stylised', (B, 3, H, W) in 0..1, any size).", show_default=False)],
-    opset: Annotated[int, typer.Option(help="ONNX opset (14 to 20).")] = 17,
+    opset: Annotated[int, typer.Option(help="ONNX opset (9 to 20).")] = 17,
 ) -> None:
     """Export a trained style network to ONNX, for onnxruntime and other runtimes."""
     from nst.core.files import Outputs
     from nst.core.johnson import export_onnx, load_model
 
-    if not 14 <= opset <= 20:
-        raise UsageError(f"--opset must be between 14 and 20, got {opset}")
+    if not 9 <= opset <= 20:
+        raise UsageError(f"--opset must be between 9 and 20, got {opset}")
     outputs = Outputs([model])
     outputs.reserve(onnx)
     net, info = load_model(model, _host().architectures())

@@ -19,9 +19,9 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
-from nst.api import input_paths, merge_config, split_plugins
+from nst.api import check_call, input_paths, merge_config, split_plugins
 from nst.context import RunContext, TrainBatch
-from nst.core.devices import pick_device, torch_state_kept
+from nst.core.devices import check_memory, pick_device, torch_state_kept
 from nst.core.encoder import LAYERS, Encoder, load_vgg
 from nst.core.files import Outputs, atomic_path
 from nst.core.images import as_tensor, check_min_side, resize_long_side
@@ -32,6 +32,10 @@ from nst.errors import NSTError, UsageError, note_line
 from nst.host import default_host, plugins_for_call
 from nst.options import FieldError, check_range, parse_fields
 from nst.settings import GATYS_LAYERS, MAX_STEPS, MAX_WEIGHT, SEED_LIMIT
+
+
+SHAPING_HOOKS = ("nst_losses", "nst_train_network", "nst_network_inputs")  # plugins with these change what is trained
+BYTES_PER_PIXEL = 8192  # VGG19 activations and gradients of the loss, plus the network's, per training pixel
 
 
 @dataclass
@@ -136,6 +140,7 @@ def train(style, data: str | Path, output: str | Path, *, plugins: Iterable[str 
     from nst.observers import ProgressBar
 
     note = note or note_line
+    check_call(note, output, host)
     names, objects = split_plugins(plugins)
     names, options, settings = merge_config(config, names, options, settings)
     output = Path(output)
@@ -178,10 +183,15 @@ def train(style, data: str | Path, output: str | Path, *, plugins: Iterable[str 
                                "nst_register_architectures, so its model file could not be loaded")
             if overwrite and rank == 0:
                 ckpt.unlink(missing_ok=True)
+            check_memory(BYTES_PER_PIXEL * train_config.batch_size * train_config.size ** 2,
+                         f"training at --size {train_config.size}, --batch-size {train_config.batch_size}", device,
+                         "use a smaller --size or --batch-size")
             encoder = Encoder(load_vgg(registry, train_config.weights, progress), train_config.pooling).to(device)
             result, error = None, None
             try:
-                result = _train_loop(ctx, net, encoder, photos, data, style, output, resume, rank, world)
+                shaping = {i.plugin_name for hook in SHAPING_HOOKS for i in getattr(host.pm.hook, hook).get_hookimpls()}
+                taking_part = {p: {k: str(v) for k, v in resolved[p].items()} for p in active if p in shaping}
+                result = _train_loop(ctx, net, encoder, photos, data, style, output, resume, rank, world, taking_part)
             except BaseException as exc:
                 error = exc
                 raise
@@ -191,15 +201,16 @@ def train(style, data: str | Path, output: str | Path, *, plugins: Iterable[str 
 
 
 def _train_loop(ctx: RunContext, net, encoder, photos, data, style, output: Path, resume: bool, rank: int,
-                world: int) -> TrainResult:
-    """The training steps, checkpoints and the final model + curves."""
+                world: int, plugins: dict[str, dict[str, str]]) -> TrainResult:
+    """The training steps, checkpoints and the final model + curves. PLUGINS: {name: options as text} of the
+    plugins taking part that shape the training (SHAPING_HOOKS), kept in checkpoints so a resume uses the same."""
     config: TrainSettings = ctx.settings
     device = ctx.device
     opt = torch.optim.Adam(net.parameters(), lr=config.lr)
     start, history, skipped = 0, [], []
     ckpt = checkpoint_path(output)
     if resume:
-        start, history, skipped = _load_checkpoint(ckpt, config, net, opt, device, ctx.architectures)
+        start, history, skipped = _load_checkpoint(ckpt, config, net, opt, device, ctx.architectures, plugins)
         if rank == 0:
             ctx.note(f"resuming from {ckpt} at step {start}")
     model = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
@@ -215,12 +226,12 @@ def _train_loop(ctx: RunContext, net, encoder, photos, data, style, output: Path
     style_loss = style_term("gram", [style_feats], [1.0], config.style_layers, config.style_weight)
     started, step, saved = time.perf_counter(), start, start
     info = {"style": Path(str(style)).name if isinstance(style, (str, Path)) else "(in memory)", "settings": asdict(config),
-            "plugins": sorted(ctx.options), "data": str(data), "photos": len(photos), "world_size": world}
+            "plugins": sorted(plugins), "data": str(data), "photos": len(photos), "world_size": world}
 
     def checkpoint() -> None:
         nonlocal saved
         if rank == 0 and step > saved:
-            _save_checkpoint(ckpt, config, net, opt, step, history, skipped)
+            _save_checkpoint(ckpt, config, net, opt, step, history, skipped, plugins)
             write_loss_curves(ckpt, history)
             saved = step
 
@@ -298,16 +309,22 @@ def _version() -> str:
     return __version__
 
 
-def _save_checkpoint(path: Path, config: TrainSettings, net, opt, step: int, history, skipped) -> None:
-    with atomic_path(path) as tmp:
-        torch.save({"config": asdict(config), "net_config": net.config, "net": net.state_dict(), "opt": opt.state_dict(), "step": step,
-                    "history": history, "skipped": skipped, "world": _distributed()[1]}, tmp)
+def _save_checkpoint(path: Path, config: TrainSettings, net, opt, step: int, history, skipped, plugins) -> None:
+    try:
+        with atomic_path(path) as tmp:
+            torch.save({"config": asdict(config), "net_config": net.config, "net": net.state_dict(), "opt": opt.state_dict(),
+                        "step": step, "history": history, "skipped": skipped, "world": _distributed()[1],
+                        "plugins": plugins}, tmp)
+    except (OSError, RuntimeError) as exc:  # a full disk: torch raises RuntimeError from its writer
+        raise NSTError(f"cannot write the checkpoint {path} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+                       "the previous checkpoint, if any, is kept") from None
 
 
 CHECKPOINT_KEYS = ("config", "net_config", "net", "opt", "step", "history", "skipped")
 
 
-def _load_checkpoint(path: Path, config: TrainSettings, net, opt, device, architectures) -> tuple[int, list, list]:
+def _load_checkpoint(path: Path, config: TrainSettings, net, opt, device, architectures,
+                     plugins: dict[str, dict[str, str]]) -> tuple[int, list, list]:
     """Restore NET and OPT from the checkpoint at PATH, rebuilt through the architecture registry."""
     if not path.is_file():
         raise NSTError(f"--resume: no checkpoint {path} (checkpoints are written every --checkpoint-every steps)")
@@ -323,6 +340,8 @@ def _load_checkpoint(path: Path, config: TrainSettings, net, opt, device, archit
                           "style_size", "content_layers", "style_layers", "pooling", "weights") if saved.get(k) != asdict(config)[k]]
     if not differ and state["net_config"] != net.config:
         differ = ["network (plugin options)"]
+    if not differ and state.get("plugins", plugins) != plugins:
+        differ = [f"plugins {', '.join(sorted(state['plugins'])) or 'none'} and their options"]
     if differ:
         raise UsageError(f"--resume: the checkpoint was made with other options ({', '.join(differ)}); use the same ones")
     if state.get("world", 1) != _distributed()[1]:
@@ -342,11 +361,11 @@ def _load_checkpoint(path: Path, config: TrainSettings, net, opt, device, archit
 
 
 def _write_csv(path: Path, history: list[dict[str, float]]) -> None:
-    names = [k for k in history[0] if k != "step"] if history else []
+    names = list(dict.fromkeys(k for row in history for k in row if k != "step"))
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["step", *names])
-        writer.writerows([[row["step"], *(f"{row[n]:.6g}" for n in names)] for row in history])
+        writer.writerows([[row["step"], *(f"{row[n]:.6g}" if n in row else "" for n in names)] for row in history])
 
 
 def _write_plot(path: Path, history: list[dict[str, float]], title: str) -> None:

@@ -40,3 +40,24 @@ def torch_state_kept(device: torch.device):
             yield
     finally:
         torch.set_flush_denormal(flushing)
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes free for a new allocation on DEVICE: the GPU's free memory, or the system's MemAvailable
+    (Linux); None when it cannot be read."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(l.split()[1]) * 1024 for l in f if l.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
+def check_memory(needed: float, what: str, device: torch.device, hint: str) -> None:
+    """Refuse, before allocating, work that needs clearly more memory (NEEDED bytes, an estimate) than DEVICE
+    has free: one NSTError naming WHAT, both figures and HINT."""
+    free = available_memory(device)
+    if free is not None and needed > free:
+        raise NSTError(f"{what} needs about {needed / 2 ** 30:.1f} GB of memory, {free / 2 ** 30:.1f} GB are free "
+                       f"on {device.type}; {hint}")

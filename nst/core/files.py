@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -20,19 +20,25 @@ def _umask() -> int:
     return mask
 
 
+def _temp_beside(path: Path) -> Path:
+    """A new empty file in PATH's folder, hidden, named so a user sees it belongs to nst."""
+    fd, tmp = tempfile.mkstemp(prefix=".nst.", suffix=f".part{path.suffix[:16]}", dir=path.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yields a temporary path beside PATH; on success it becomes PATH (with the usual permissions),
     on any error it is removed and PATH is left as it was."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=".nst.", suffix=f".part{path.suffix[:16]}", dir=path.parent)
-    os.close(fd)
+    tmp = _temp_beside(path)
     try:
-        yield Path(tmp)
+        yield tmp
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
 
 
 def check_writable(path: str | os.PathLike, make_folder: bool = False) -> Path:
@@ -101,19 +107,41 @@ class Outputs:
         self._queue.append((path, write))
 
     def commit(self) -> list[Path]:
-        """Write every queued file (all, or none when one fails); returns their paths."""
-        written, current = [p for p, _ in self._queue], None
+        """Write every queued file (all, or none when one fails: files already swapped in are taken back out
+        and earlier files at those paths restored); returns their paths."""
+        queue, self._queue = self._queue, []
+        temps: list[tuple[Path, Path]] = []
+        swapped: list[tuple[Path, Path | None]] = []
+        current = None
         try:
             for folder in self._folders:
                 folder.mkdir(parents=True, exist_ok=True)
-            with ExitStack() as stack:
-                for current, write in self._queue:
-                    write(stack.enter_context(atomic_path(current)))
-        except NSTError:
-            raise
+            for current, write in queue:
+                temps.append((current, _temp_beside(current)))
+                write(temps[-1][1])
+                os.chmod(temps[-1][1], 0o666 & ~_umask())
+            for current, tmp in temps:
+                backup = None
+                if current.exists():
+                    backup = _temp_beside(current)
+                    os.replace(current, backup)
+                swapped.append((current, backup))
+                os.replace(tmp, current)
         except Exception as exc:  # a full disk, a vanished folder, a file system refusing the name
+            for path, backup in reversed(swapped):
+                if backup is not None:
+                    os.replace(backup, path)
+                else:
+                    path.unlink(missing_ok=True)
+            if isinstance(exc, NSTError):
+                raise
             reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-            raise NSTError(f"cannot write {current or 'the outputs'} ({reason}); none of this command's outputs were written") from None
+            raise NSTError(f"cannot write {current or 'the outputs'} ({reason}); none of this command's outputs were "
+                           "written") from None
         finally:
-            self._queue = []
-        return written
+            for _, tmp in temps:
+                tmp.unlink(missing_ok=True)
+        for _, backup in swapped:
+            if backup is not None:
+                backup.unlink(missing_ok=True)
+        return [p for p, _ in queue]

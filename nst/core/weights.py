@@ -123,12 +123,16 @@ def _copy_with_progress(src, dst, total: int, label: str, progress: bool) -> Non
 
 def read_tensors(path: Path) -> StateDict:
     """Tensors from a .safetensors file or a torch file loaded with weights_only=True."""
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    import warnings
 
-            return load_file(str(path))
-        data = torch.load(str(path), map_location="cpu", weights_only=True)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about the pickle protocol of files it then refuses
+            if path.suffix == ".safetensors":
+                from safetensors.torch import load_file
+
+                return load_file(str(path))
+            data = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception:  # torch and safetensors raise many types for a bad file
         raise NSTError(f"{path}: not a readable weights file (expected tensors in a .pth/.pt saved with torch.save, "
                        "or a .safetensors file; pickled objects are refused)") from None

@@ -5,9 +5,13 @@ import torch
 
 from nst.context import RunContext, Scale, ScaleState
 from nst.core import gatys
+from nst.core.devices import check_memory
 from nst.core.images import MIN_SCALE_SIDE, check_min_side, resize, resize_long_side
 from nst.core.losses import content_term, merge_terms, style_term, tv_term
 from nst.hookspecs import hookimpl
+
+
+BYTES_PER_PIXEL = 4096  # VGG19 activations and gradients up to relu5_1 (measured: ~3.1 kB per px at 512 px)
 
 
 def default_schedule(ctx: RunContext) -> list[Scale]:
@@ -33,6 +37,10 @@ def run(ctx: RunContext) -> torch.Tensor:
     s = ctx.settings
     schedule = ctx.hooks.schedule(ctx) or default_schedule(ctx)
     ctx.total_steps = sum(scale.steps for scale in schedule)
+    h, w = ctx.content.shape[-2:]
+    largest = max(scale.size for scale in schedule) / max(h, w)
+    check_memory(BYTES_PER_PIXEL * h * w * largest ** 2, f"a gatys run at {max(h, w) * largest:.0f} px", ctx.device,
+                 "use a smaller size")
     encoder = ctx.encoder()
     x, done = None, 0
     for index, scale in enumerate(schedule):

@@ -7,11 +7,13 @@ from typing import Any
 import torch
 
 from nst.context import RunContext
+from nst.core.devices import check_memory
 from nst.core.johnson import blend, johnson_from_config, load_model
 from nst.errors import UsageError
 from nst.hookspecs import hookimpl
 
 _CACHE: dict[str, Any] = {}
+BYTES_PER_PIXEL = 1024  # a width-32 network's activations at full, half and quarter resolution, inference only
 
 
 def cached_model(path: str, ctx: RunContext):
@@ -31,6 +33,9 @@ def run(ctx: RunContext) -> torch.Tensor:
         raise UsageError("--method johnson needs --model MODEL.safetensors (make one with `nst train`)")
     net, info = cached_model(ctx.settings.model, ctx)
     ctx.summary.setdefault("model", f"{Path(ctx.settings.model).name} (style {info.get('style', '?')}, {info.get('steps', '?')} steps)")
+    width = getattr(net, "config", {}).get("width", 32)
+    check_memory(BYTES_PER_PIXEL * ctx.content[0, 0].numel() * width / 32, f"the network at {ctx.settings.size} px",
+                 ctx.device, "use a smaller size")
     inputs = ctx.hooks.network_inputs(ctx, net)
     for name, default in getattr(net, "inputs", {}).items():  # inputs a non-Johnson architecture takes
         if name not in inputs:

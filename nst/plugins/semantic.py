@@ -28,6 +28,7 @@ MERGE_DISTANCE = 40  # RGB distance under which two label colours are one
 PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
            (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (220, 190, 255),
            (170, 110, 40), (255, 250, 200), (128, 0, 0), (170, 255, 195)]
+MASK_BYTES_PER_PIXEL = 64  # the image, its labels and one-hot masks while a label map is made
 SAM_URLS = {"vit_b": "sam_vit_b_01ec64.pth", "vit_l": "sam_vit_l_0b3195.pth", "vit_h": "sam_vit_h_4b8939.pth"}
 
 
@@ -323,7 +324,7 @@ def nst_register_commands(app) -> None:
         """Make a label map of IMAGE to inspect or edit, then pass it to the semantic plugin."""
         from PIL import Image
 
-        from nst.core.devices import pick_device
+        from nst.core.devices import check_memory, pick_device
         from nst.core.files import Outputs
         from nst.core.images import MAX_SIDE, check_output_path, load_image, resize_long_side
         from nst.errors import note_line
@@ -334,6 +335,7 @@ def nst_register_commands(app) -> None:
             raise UsageError(f"--regions must be between 1 and {MAX_LABELS}, got {regions}")
         if not 16 <= size <= MAX_SIDE:
             raise UsageError(f"--size must be between 16 and {MAX_SIDE}, got {size}")
+        check_memory(MASK_BYTES_PER_PIXEL * size * size, f"a {size} px label map", torch.device("cpu"), "use a smaller --size")
         outputs = Outputs([image, sam_checkpoint])
         outputs.reserve(check_output_path(output))
         img = resize_long_side(load_image(image, note_line), size)

@@ -13,12 +13,14 @@ import torch
 import typer
 
 from nst.context import RunContext, ScaleState
+from nst.core.devices import check_memory
 from nst.plugins.analogy.engine import LAYERS, AnalogyParams, flow_image, image_analogy, normalise_aspect
 from nst.core.images import image_writer, resize_long_side
 from nst.errors import NSTError, UsageError
 from nst.hookspecs import hookimpl
 from nst.options import FieldError
 
+BYTES_PER_PIXEL = 4096  # features, deconvolution and search of A and B′ (measured: ~3.6 kB per px at 512 px)
 OUTPUTS = {"a_prime": "A_prime.png", "b": "B.png", "nnf_ab": "nnf_A_to_B.png", "nnf_ba": "nnf_B_to_A.png"}
 
 
@@ -45,6 +47,8 @@ def run(ctx: RunContext) -> torch.Tensor:
             ctx.outputs.reserve(Path(save) / name, make_folder=True)
     a = ctx.content
     b_prime = normalise_aspect(a, resize_long_side(ctx.styles[0], ctx.settings.size), ctx.note)
+    check_memory(BYTES_PER_PIXEL * (a[0, 0].numel() + b_prime[0, 0].numel()), f"an analogy at {ctx.settings.size} px",
+                 ctx.device, "use a smaller size")
     ctx.total_steps = len(params.layers)
     encoder = ctx.encoder()
 
