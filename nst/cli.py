@@ -25,9 +25,10 @@ PLUG = "Plugins and config"
 # defaults shown in --help (nst.settings.Settings holds the real ones; a test keeps them equal)
 D = dict(method="gatys", size=512, steps=300, content_weight=1.0, style_weight=5e-3, tv_weight=1e5, style_loss="gram",
          mmd_kernel="gaussian", style_scale=1.0, optimizer="lbfgs", lr=0.02, init="content", seed=0, scales=1,
-         preserve_colors="none", pooling="avg", weights="vgg19", device="auto")
+         preserve_colors="none", pooling="avg", weights="vgg19", device="auto", backend="auto")
 CHOICE = dict(style_loss="gram|mmd|mrf", mmd_kernel="gaussian|linear|poly|meanstd", optimizer="lbfgs|adam",
-              init="content|noise|style", preserve_colors="none|luminance|histogram", pooling="max|avg")
+              init="content|noise|style", preserve_colors="none|luminance|histogram", pooling="max|avg",
+              backend="auto|torch|onnx")
 
 
 def _console():
@@ -116,7 +117,8 @@ def run(
     device: Annotated[Optional[str], typer.Option(help=f"auto, cpu, cuda or cuda:N. [default: {D['device']}]", rich_help_panel=RUN)] = None,
     save_every: Annotated[Optional[int], typer.Option(help="Write OUT_stepNNNN.png every N steps (0 = never). [default: 0]", rich_help_panel=RUN)] = None,
     model: Annotated[Optional[str], typer.Option(help="For --method johnson: the network file from `nst train`.", rich_help_panel=RUN)] = None,
-    strength: Annotated[Optional[float], typer.Option(help="For --method johnson: blend of stylised and content, 0..1. [default: 1]", rich_help_panel=RUN)] = None,
+    strength: Annotated[Optional[float], typer.Option(help="0..1. johnson: blend of stylised and content; arbitrary: interpolation from the content's own style vector to the painting's. [default: 1]", rich_help_panel=RUN)] = None,
+    backend: Annotated[Optional[str], typer.Option(help=f"Feed-forward methods (johnson, arbitrary): onnx runs the network through onnxruntime (several times faster on a CPU), torch through PyTorch; auto = onnx on the CPU when installed. [{CHOICE['backend']}] [default: {D['backend']}]", rich_help_panel=RUN)] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="With a folder of inputs: replace results already in the output folder (refused otherwise).", rich_help_panel=RUN)] = False,
     plugin: Annotated[Optional[list[str]], typer.Option("--plugin", "-p", help="Plugin taking part in the run (repeatable).", rich_help_panel=PLUG)] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Plugin option PLUGIN.KEY=VALUE (repeatable); see `nst plugins show PLUGIN`.", rich_help_panel=PLUG)] = None,
@@ -134,7 +136,7 @@ def run(
                  tv_weight=tv_weight, style_loss=style_loss, mmd_kernel=mmd_kernel, style_blend=style_blend,
                  style_scale=style_scale, content_layers=content_layers, style_layers=style_layers, optimizer=optimizer,
                  lr=lr, init=init, seed=seed, scales=scales, preserve_colors=preserve_colors, pooling=pooling,
-                 weights=weights, device=device, save_every=save_every, model=model, strength=strength)
+                 weights=weights, device=device, save_every=save_every, model=model, strength=strength, backend=backend)
     call = dict(plugins=list(plugin or []), options=_parse_sets(set_ or []), config=config, note=note_line, **_texts(flags))
     try:
         many = _expand_many(inputs[0])

@@ -7,6 +7,7 @@ from typing import Any
 from nst.core.encoder import LAYERS
 from nst.core.images import MAX_SIDE
 from nst.core.losses import STYLE_LOSSES
+from nst.core.onnxrun import BACKENDS
 from nst.options import FieldError, check_range, parse_fields
 
 CHOICES = {
@@ -16,6 +17,7 @@ CHOICES = {
     "init": ("content", "noise", "style"),
     "preserve_colors": ("none", "luminance", "histogram"),
     "pooling": ("max", "avg"),
+    "backend": BACKENDS,
 }
 
 GATYS_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
@@ -53,6 +55,7 @@ class Settings:
     save_every: int = 0
     model: str | None = None
     strength: float = 1.0
+    backend: str = "auto"
 
     def validate(self) -> "Settings":
         """Checks choices and ranges; errors name the field (FieldError)."""

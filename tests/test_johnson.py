@@ -302,15 +302,16 @@ def test_cli_run_johnson_matches_the_network(trained, content_path, tmp_path, ru
     with torch.no_grad():
         y = net(x)
     outs = {}
-    for strength in ("1", "0", "0.5"):
-        out = tmp_path / f"out{strength}.png"
+    for strength, backend in (("1", "torch"), ("1", "onnx"), ("0", "auto"), ("0.5", "auto")):
+        out = tmp_path / f"out{strength}{backend}.png"
         code, stdout, err = run_cli("run", content_path, "--method", "johnson", "--model", model, "-o", out,
-                                    "--size", "48", "--strength", strength, "-q")
+                                    "--size", "48", "--strength", strength, "-q", "--backend", backend)
         assert code == 0, err
         assert f"wrote {out} (48x36" in stdout and "model: stripes.safetensors (style style.png, 8 steps)" in stdout
-        outs[strength] = read_png(out)
-        assert outs[strength].shape == (1, 3, 36, 48)
-    assert (outs["1"] - y).abs().max() <= TOL8
+        assert "backend: " + ("torch" if backend == "torch" else "onnx") in stdout  # auto: onnxruntime on the CPU
+        outs[strength if backend != "torch" else "torch"] = read_png(out)
+        assert read_png(out).shape == (1, 3, 36, 48)
+    assert (outs["1"] - y).abs().max() <= TOL8 and (outs["torch"] - y).abs().max() <= TOL8
     assert (outs["0"] - x).abs().max() <= TOL8
     assert (outs["0.5"] - (y + x) / 2).abs().max() <= TOL8
     assert (y - x).abs().mean() > 0.02  # the comparisons above tell the three apart

@@ -9,6 +9,7 @@ import torch
 from nst.context import RunContext
 from nst.core.devices import check_memory
 from nst.core.johnson import blend, johnson_from_config, load_model
+from nst.core.onnxrun import onnx_runner, pick_backend
 from nst.errors import UsageError
 from nst.hookspecs import hookimpl
 
@@ -40,8 +41,15 @@ def run(ctx: RunContext) -> torch.Tensor:
     for name, default in getattr(net, "inputs", {}).items():  # inputs a non-Johnson architecture takes
         if name not in inputs:
             ctx.note(f"{Path(ctx.settings.model).name} also takes {default}")
-    with torch.inference_mode():
-        return blend(net(ctx.content, **inputs), ctx.content, ctx.settings.strength).clamp(0, 1)
+    backend = pick_backend(ctx.settings.backend, ctx.device, supported=not inputs and not getattr(net, "inputs", None))
+    ctx.summary.setdefault("backend", backend)
+    if backend == "onnx":
+        axes = {0: "batch", 2: "height", 3: "width"}
+        stylised = onnx_runner(net, (ctx.content[:, :, :64, :64],), ["image"], {"image": axes, "output": axes})(ctx.content)
+    else:
+        with torch.inference_mode():
+            stylised = net(ctx.content, **inputs)
+    return blend(stylised.to(ctx.device), ctx.content, ctx.settings.strength).clamp(0, 1)
 
 
 @hookimpl

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from nst.context import RunContext
 from nst.core.devices import check_memory
 from nst.core.images import resize
+from nst.core.onnxrun import onnx_runner, pick_backend
 from nst.core.weights import WeightSource
 from nst.hookspecs import hookimpl
 from nst.plugins.arbitrary.network import load_predictor, load_transformer
@@ -105,12 +106,22 @@ def run(ctx: RunContext) -> torch.Tensor:
     h, w = ctx.content.shape[-2:]
     check_memory(BYTES_PER_PIXEL * h * w, f"the arbitrary-style network at {max(h, w)} px", ctx.device, "use a smaller size")
     predictor, transformer = networks(ctx)
+    semantic = "semantic.content" in ctx.guides
+    backend = pick_backend(ctx.settings.backend, ctx.device, supported=not semantic)  # region masks: torch only
+    ctx.summary.setdefault("backend", backend)
     with torch.inference_mode():
-        if "semantic.content" in ctx.guides:
+        if semantic:
             vectors, masks = region_vectors(ctx, predictor)
             ctx.summary["arbitrary"] = f"{vectors.shape[0]} region style vectors (semantic)"
             return transformer(ctx.content, vectors, masks)
-        return transformer(ctx.content, style_vectors(ctx, predictor))
+        vector = style_vectors(ctx, predictor)
+    if backend == "onnx":
+        axes = {0: "batch", 2: "height", 3: "width"}
+        run_onnx = onnx_runner(transformer, (ctx.content[:, :, :64, :64], vector), ["image", "style"],
+                               {"image": axes, "output": axes})
+        return run_onnx(ctx.content, vector).to(ctx.device)
+    with torch.inference_mode():
+        return transformer(ctx.content, vector)
 
 
 @hookimpl

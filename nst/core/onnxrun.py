@@ -1,0 +1,85 @@
+"""Running a feed-forward torch module through onnxruntime on the CPU (several times faster there than torch for
+the small convolutions of style networks): exported once per weights, cached on disk, then reused."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from nst.core.files import atomic_path
+from nst.core.weights import cache_dir
+from nst.errors import NSTError
+
+BACKENDS = ("auto", "torch", "onnx")
+OPSET = 17
+
+
+def onnx_available() -> bool:
+    try:
+        import onnx  # noqa: F401  (the exporter needs it)
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def pick_backend(name: str, device: torch.device, supported: bool = True) -> str:
+    """'torch' or 'onnx' for BACKEND NAME ('auto': onnx on the CPU when onnxruntime is installed and the network
+    SUPPORTED it, else torch); one clear error when 'onnx' cannot be honoured."""
+    if name == "onnx":
+        if device.type != "cpu":
+            raise NSTError("backend onnx runs on the CPU; use device cpu or backend torch")
+        if not supported:
+            raise NSTError("backend onnx: this network (or this run's options) needs backend torch")
+        if not onnx_available():
+            raise NSTError("backend onnx needs onnx and onnxruntime: pip install 'nst-suite[onnx]'")
+        return "onnx"
+    return "onnx" if name == "auto" and device.type == "cpu" and supported and onnx_available() else "torch"
+
+
+def weights_key(net: torch.nn.Module, *extra: str) -> str:
+    """A digest of NET's class, weights and EXTRA strings: the cache name of its exported graph."""
+    h = hashlib.sha256(f"{type(net).__module__}.{type(net).__qualname__}|{torch.__version__}|{OPSET}|{'|'.join(extra)}".encode())
+    for name, tensor in net.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:24]
+
+
+_SESSIONS: dict[str, object] = {}
+
+
+def onnx_runner(net: torch.nn.Module, example: tuple[torch.Tensor, ...], names: list[str],
+                dynamic: dict[str, dict[int, str]]) -> Callable[..., torch.Tensor]:
+    """run(*inputs) -> NET(*inputs) computed by onnxruntime (CPU, float32). The graph is exported from EXAMPLE
+    inputs named NAMES (dimensions in DYNAMIC may vary) into the cache folder once per weights."""
+    import warnings
+
+    import onnxruntime as ort
+
+    key = weights_key(net, *names)
+    if key not in _SESSIONS:
+        path = cache_dir().parent / "nst-onnx" / f"{key}.onnx"
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as tmp, warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(net.cpu().eval(), example, str(tmp), dynamo=False, opset_version=OPSET,
+                                  input_names=names, output_names=["output"], dynamic_axes=dynamic)
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.intra_op_num_threads = torch.get_num_threads()
+        try:
+            _SESSIONS[key] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception:
+            path.unlink(missing_ok=True)  # a damaged cache file: exported again next time
+            raise NSTError(f"{path}: the cached ONNX graph could not be opened; run again to re-export it") from None
+    session = _SESSIONS[key]
+
+    def run(*inputs: torch.Tensor) -> torch.Tensor:
+        feed = {n: x.detach().cpu().float().contiguous().numpy() for n, x in zip(names, inputs)}
+        return torch.from_numpy(session.run(None, feed)[0])
+
+    return run
