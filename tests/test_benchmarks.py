@@ -17,6 +17,8 @@ BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
     ("analogy.py", ["--sizes", "80"], "| cpu | 80x"),
     ("johnson.py", ["--sizes", "32", "--widths", "8", "--runs", "1", "--steps", "2"], "| nst (torch) | 8 |"),
     ("johnson.py", ["--stroke", "--sizes", "32", "--widths", "8", "--runs", "1"], "| nst StrokePyramid (torch) | 8 |"),
+    ("fast.py", ["--sizes", "64", "--runs", "1", "--limit", "1", "--metric", "none"], "| 64 | nst arbitrary (onnx) |"),
+    ("styles.py", ["--counts", "1", "2", "--steps", "2", "--size", "32"], "| 2 |"),
 ])
 def test_benchmark_runs_one_tiny_configuration(tmp_path, script, args, expect):
     out = tmp_path / "result.md"
