@@ -112,6 +112,23 @@ def pip_install(source: Path, target: Path) -> None:
     assert done.returncode == 0, f"pip install {source.name} failed:\n{done.stdout}\n{done.stderr}"
 
 
+def write_package(src: Path, dist: str, version: str, points: dict[str, str], modules: dict[str, str]) -> Path:
+    """A plugin package in SRC: pyproject.toml with the entry points POINTS {plugin: module} of group `nst`,
+    and one file per module {name: code}."""
+    import textwrap
+
+    src.mkdir(parents=True, exist_ok=True)
+    eps = "\n".join(f'{k} = "{v}"' for k, v in points.items())
+    mods = ", ".join(f'"{m}"' for m in modules)
+    (src / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools>=64"]\nbuild-backend = "setuptools.build_meta"\n\n'
+        f'[project]\nname = "{dist}"\nversion = "{version}"\n\n[project.entry-points.nst]\n{eps}\n\n'
+        f"[tool.setuptools]\npy-modules = [{mods}]\n")
+    for module, code in modules.items():
+        (src / f"{module}.py").write_text(textwrap.dedent(code))
+    return src
+
+
 def nst_main(capsys, monkeypatch, *args):
     """Run `nst ARGS` in-process; returns (exit code, stdout, stderr)."""
     from nst import cli

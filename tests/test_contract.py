@@ -16,7 +16,6 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +27,7 @@ import nst
 from nst.host import PluginHost
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import gradient_image, pip_install, stripes_image  # noqa: E402
+from conftest import gradient_image, pip_install, stripes_image, write_package  # noqa: E402
 
 PACKAGES = {
     "nst-impostor": ({"gatys": "nst_impostor", "shadow": "nst_shadow"}, {
@@ -141,23 +140,7 @@ def site(tmp_path_factory) -> Path:
     """Every fixture package above, pip-installed into one target folder."""
     root = tmp_path_factory.mktemp("contract")
     for dist, (points, modules) in PACKAGES.items():
-        src = root / "src" / dist
-        src.mkdir(parents=True)
-        eps = "\n".join(f'{k} = "{v}"' for k, v in points.items())
-        mods = ", ".join(f'"{m}"' for m in modules)
-        (src / "pyproject.toml").write_text(textwrap.dedent(f"""\
-            [build-system]
-            requires = ["setuptools>=64"]
-            build-backend = "setuptools.build_meta"
-
-            [project]
-            name = "{dist}"
-            version = "1.0.0"
-
-            [project.entry-points.nst]
-            """) + eps + f"\n\n[tool.setuptools]\npy-modules = [{mods}]\n")
-        for module, code in modules.items():
-            (src / f"{module}.py").write_text(textwrap.dedent(code))
+        src = write_package(root / "src" / dist, dist, "1.0.0", points, modules)
         pip_install(src, root / "site")
     return root / "site"
 

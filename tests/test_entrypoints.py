@@ -10,7 +10,6 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ import pytest
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import pip_install  # noqa: E402
+from conftest import pip_install, write_package  # noqa: E402
 
 FIXTURE = Path(__file__).parent / "fixtures" / "nst-example-plugin"
 BROKEN_MESSAGE = "nst-broken-plugin needs the frobnicate library"
@@ -38,24 +37,8 @@ def example_target(tmp_path_factory) -> Path:
 def broken_target(tmp_path_factory) -> Path:
     """A generated package whose entry point `broken` raises ImportError when loaded."""
     root = tmp_path_factory.mktemp("broken")
-    source = root / "src"
-    source.mkdir()
-    (source / "pyproject.toml").write_text(textwrap.dedent("""\
-        [build-system]
-        requires = ["setuptools>=64"]
-        build-backend = "setuptools.build_meta"
-
-        [project]
-        name = "nst-broken-plugin"
-        version = "0.0.1"
-
-        [project.entry-points.nst]
-        broken = "nst_broken"
-
-        [tool.setuptools]
-        py-modules = ["nst_broken"]
-        """))
-    (source / "nst_broken.py").write_text(f"raise ImportError({BROKEN_MESSAGE!r})\n")
+    source = write_package(root / "src", "nst-broken-plugin", "0.0.1", {"broken": "nst_broken"},
+                           {"nst_broken": f"raise ImportError({BROKEN_MESSAGE!r})\n"})
     pip_install(source, root / "site")
     return root / "site"
 
