@@ -114,8 +114,10 @@ def test_modules_are_close_to_the_original_int8_graphs(nets):
     """The shipped graphs quantise every activation to int8 as well (which can clip the style vector, whose
     output scale saturates near ±2.05); ours compute in float. Measured on the project's example photo and
     painting: style vectors correlate at 0.99995, the 384 px images (from the graph's own vector) differ by
-    0.066 on average (max 0.65, at a few high-contrast edges), correlation 0.95. Flat synthetic images
-    differ more (instance norm amplifies the quantisation of low-contrast maps), so the photo is used."""
+    0.066 on average (max 0.65, at a few high-contrast edges), correlation 0.95. onnxruntime's int8 kernels
+    differ by CPU: on an AVX2 CPU without VNNI the graph's own vector correlates with ours at 0.984 only
+    (images: 0.042 mean difference, correlation 0.974), hence the looser bound on the vector. Flat synthetic
+    images differ more (instance norm amplifies the quantisation of low-contrast maps), so the photo is used."""
     predictor, transformer = nets
     assets = Path(__file__).resolve().parent.parent / "assets"
     style = np.asarray(Image.open(assets / "style.jpg").convert("RGB").resize((256, 256)), np.float32) / 255
@@ -125,7 +127,7 @@ def test_modules_are_close_to_the_original_int8_graphs(nets):
     with torch.no_grad():
         ours_vector = predictor(nchw(style)).numpy()
         ours_image = transformer(nchw(content), torch.from_numpy(vector))[0].permute(1, 2, 0).numpy()
-    assert np.corrcoef(ours_vector.ravel(), vector.ravel())[0, 1] > 0.999
+    assert np.corrcoef(ours_vector.ravel(), vector.ravel())[0, 1] > 0.97
     assert np.abs(ours_image - image).mean() < 0.1
     assert np.corrcoef(ours_image.ravel(), image.ravel())[0, 1] > 0.9
 
