@@ -1,0 +1,79 @@
+"""What the studio's form offers, described from the plugin host (GET /api/plugins): methods, plugins
+with their typed options, the core run settings and the weight sources, so a third-party plugin's
+options appear in the page with no UI code."""
+from __future__ import annotations
+
+import typing
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from nst.options import Option, split_optional, type_name
+from nst.serve.forms import SERVER_FIELDS, is_path_type
+
+# run hooks: a plugin implementing one of these changes or watches a run when it takes part
+RUN_HOOKS = ("nst_prepare", "nst_losses", "nst_schedule", "nst_network_inputs", "nst_on_step", "nst_postprocess",
+             "nst_finish")
+
+
+def json_value(value: Any) -> Any:
+    """VALUE with paths as strings (lists too)."""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, list):
+        return [json_value(v) for v in value]
+    return value
+
+
+def kind_of(kind: Any, choices: Any) -> str:
+    """How the page renders a value of type KIND: bool, choice, int, float, list, path or text."""
+    base, _ = split_optional(kind)
+    if is_path_type(base):
+        return "path"
+    if choices:
+        return "choice"
+    if typing.get_origin(base) is list:
+        return "list"
+    return {bool: "bool", int: "int", float: "float"}.get(base, "text")
+
+
+def describe_option(opt: Option) -> dict[str, Any]:
+    kind = kind_of(opt.type, opt.choices)
+    return {"key": opt.key, "type": type_name(opt.type), "kind": kind, "default": json_value(opt.default),
+            "help": opt.help, "choices": [json_value(c) for c in opt.choices] if opt.choices else None,
+            "min": opt.min, "max": opt.max, "optional": split_optional(opt.type)[1], "settable": kind != "path"}
+
+
+def describe_settings() -> list[dict[str, Any]]:
+    """The core run settings a job may set (CLI names), with type, default and choices."""
+    from nst.settings import CHOICES, Settings
+
+    hints = typing.get_type_hints(Settings)
+    out = []
+    for f in fields(Settings):
+        if f.name in SERVER_FIELDS:
+            continue
+        default = f.default_factory() if callable(f.default_factory) else f.default
+        choices = CHOICES.get(f.name)
+        out.append({"name": f.name.replace("_", "-"), "type": type_name(hints[f.name]),
+                    "kind": kind_of(hints[f.name], choices), "default": json_value(default),
+                    "choices": list(choices) if choices else None})
+    return out
+
+
+def describe(host, hidden: set[str]) -> dict[str, Any]:
+    """Methods, plugins (options; `selectable` when it takes part in runs without providing a method),
+    settings and weight sources of HOST, leaving out the plugins named in HIDDEN."""
+    methods, plugins = [], []
+    for rec in host.records.values():
+        if rec.status != "ok" or rec.name in hidden:
+            continue
+        methods += [{"name": m.name, "plugin": rec.name, "help": m.help, "needs_style": m.needs_style}
+                    for m in rec.methods.values()]
+        hooks = any(i.plugin_name == rec.name for h in RUN_HOOKS for i in getattr(host.pm.hook, h).get_hookimpls())
+        plugins.append({"name": rec.name, "version": rec.version, "package": rec.package,
+                        "methods": list(rec.methods), "selectable": hooks and not rec.methods,
+                        "options": [describe_option(o) for o in rec.options.values()]})
+    weights = [{"name": s.name, "description": s.description, "encoder": "convention" in s.info}
+               for s in host.weights().sources.values()]
+    return {"methods": methods, "plugins": plugins, "settings": describe_settings(), "weights": weights}

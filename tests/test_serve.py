@@ -1,0 +1,344 @@
+"""nst serve: the studio's HTTP API through FastAPI's test client (tiny random VGG weights, 64 px jobs)."""
+from __future__ import annotations
+
+import io
+import json
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("fastapi", reason="the web extra is not installed")
+from fastapi.testclient import TestClient  # noqa: E402
+
+import nst  # noqa: E402
+from nst.core.weights import WeightSource  # noqa: E402
+from nst.host import PluginHost  # noqa: E402
+from nst.serve.app import create_app  # noqa: E402
+from nst.serve.forms import Limits  # noqa: E402
+from nst.serve.jobs import INTERRUPTED  # noqa: E402
+from conftest import gradient_image, stripes_image  # noqa: E402
+
+TOKEN = "s3cret-token-for-tests-0123"
+
+
+class TinyWeights:
+    """Registers the tiny random VGG19 file as the weight source 'tiny' (requests name sources, never paths)."""
+
+    name = "tinyweights"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @nst.hookimpl
+    def nst_register_weights(self, register):
+        register(WeightSource(name="tiny", kind="local", description="tiny random VGG19 for tests",
+                              filename=str(self.path), info={"convention": "caffe"}))
+
+
+class Glow:
+    """A third-party-like plugin with one option of each kind, brightening the result."""
+
+    name = "glow"
+
+    @nst.hookimpl
+    def nst_plugin_options(self, register):
+        register("gain", float, 1.0, "brightness factor", min=0.5, max=2.0)
+        register("enabled", bool, True, "apply the gain")
+        register("mode", str, "mul", "how to apply it", choices=("mul", "add"))
+        register("bands", list[int], [1, 2], "bands to touch")
+        register("mask", Path, None, "a mask file")
+
+    @nst.hookimpl
+    def nst_postprocess(self, image, options):
+        return (image * options["gain"]).clamp(0, 1) if options["enabled"] else image
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread(one_thread):
+    yield
+
+
+@pytest.fixture(scope="module")
+def host(tiny_weights):
+    h = PluginHost(load_entry_points=False)
+    h.register(TinyWeights(tiny_weights))
+    h.register(Glow())
+    return h
+
+
+@pytest.fixture
+def studio(tmp_path, host):
+    """studio(**kwargs) -> a TestClient (as a context manager) on an app over tmp_path/'data'."""
+    def make(**kwargs):
+        kwargs.setdefault("preview_seconds", 0.0)
+        return TestClient(create_app(tmp_path / "data", "cpu", host=host, **kwargs))
+    return make
+
+
+def png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+CONTENT, STYLE = png(gradient_image(64, 48)), png(stripes_image(64, 64))
+
+
+def submit(client, steps=20, content=CONTENT, style=STYLE, headers=None, **fields):
+    files = [("content", ("photo.png", content, "image/png"))] if content is not None else []
+    files += [("style", ("painting.png", style, "image/png"))] if style is not None else []
+    data = {"size": "64", "steps": str(steps), "weights": "tiny", **fields}
+    return client.post("/api/jobs", files=files, data=data, headers=headers or {})
+
+
+def wait(client, job_id, until=("done", "error", "cancelled"), timeout=60.0, headers=None) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        state = client.get(f"/api/jobs/{job_id}", headers=headers or {}).json()
+        if state["status"] in until or time.monotonic() > deadline:
+            return state
+        time.sleep(0.05)
+
+
+def wait_running(client, job_id, timeout=60.0, headers=None) -> dict:
+    """The job's state once it has made its first step."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state = client.get(f"/api/jobs/{job_id}", headers=headers or {}).json()
+        if state["step"] > 0 or state["status"] not in ("queued", "running") or time.monotonic() > deadline:
+            return state
+        time.sleep(0.05)
+
+
+def one_line(response) -> str:
+    message = response.json()["error"]
+    assert "\n" not in message and "Traceback" not in message
+    return message
+
+
+def test_job_runs_to_the_result_nst_run_gives(studio, tiny_weights, tmp_path):
+    with studio() as client:
+        created = submit(client, steps=20, **{"style-weight": "0.01"})
+        assert created.status_code == 201
+        job_id = created.json()["id"]
+        assert re.fullmatch(r"[0-9a-f]{32}", job_id)
+        state = wait(client, job_id)
+        assert state["status"] == "done", state
+        assert state["step"] == state["total"] == 20 and state["error"] is None
+        assert set(state["losses"]) == {"content", "style", "tv", "total"}
+        assert [h[0] for h in state["history"]] == list(range(1, 21))
+        result = client.get(f"/api/jobs/{job_id}/result")
+        assert result.status_code == 200 and result.headers["content-type"] == "image/png"
+        download = client.get(f"/api/jobs/{job_id}/result?download=1")
+        assert "attachment" in download.headers["content-disposition"]
+    got = np.asarray(Image.open(io.BytesIO(result.content)).convert("RGB"), dtype=np.int16)
+    (tmp_path / "c.png").write_bytes(CONTENT)
+    (tmp_path / "s.png").write_bytes(STYLE)
+    expected = nst.stylize(tmp_path / "c.png", [tmp_path / "s.png"], size=64, steps=20, style_weight=0.01,
+                           weights=str(tiny_weights), device="cpu")
+    assert got.shape == (48, 64, 3)
+    assert np.abs(got - np.asarray(expected, dtype=np.int16)).max() <= 1  # the same run as the Python API's
+
+
+def test_progress_events_carry_steps_losses_and_changing_previews(studio):
+    with studio() as client:
+        job_id = submit(client, steps=30).json()["id"]
+        events = []
+        with client.stream("GET", f"/api/jobs/{job_id}/events") as stream:
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            kind = None
+            for line in stream.iter_lines():
+                if line.startswith("event: "):
+                    kind = line[len("event: "):]
+                elif line.startswith("data: "):
+                    events.append((kind, json.loads(line[len("data: "):])))
+        assert events[-1][0] == "end" and events[-1][1]["status"] == "done"
+        steps = [e["step"] for k, e in events if k == "progress"]
+        assert steps == sorted(steps) and steps[-1] == 30
+        previews = {e["preview"] for _, e in events if e["preview"]}
+        assert len(previews) >= 2  # the preview changed while the job ran
+        assert all(e["losses"]["total"] > 0 for _, e in events if e["step"])
+        preview = client.get(next(iter(previews)))
+        assert preview.status_code == 200
+        assert Image.open(io.BytesIO(preview.content)).size == (64, 48)
+
+
+def test_cancel_running_and_queued_jobs(studio):
+    with studio() as client:
+        running = submit(client, steps=1_000_000).json()["id"]
+        queued = submit(client, steps=10).json()["id"]
+        state = wait_running(client, running)
+        assert state["status"] == "running" and state["step"] > 0
+        assert client.get(f"/api/jobs/{queued}").json()["status"] == "queued"
+        gone = client.delete(f"/api/jobs/{queued}")
+        assert gone.status_code == 202 and gone.json()["status"] == "cancelled"
+        assert client.delete(f"/api/jobs/{running}").status_code == 202
+        state = wait(client, running)
+        assert state["status"] == "cancelled" and state["error"] is None  # reported as cancelled, not as an error
+        assert 0 < state["step"] < 1_000_000
+        assert client.get(f"/api/jobs/{running}/result").status_code == 404
+        assert client.get(f"/api/jobs/{queued}").json()["step"] == 0  # it never ran
+        assert one_line(client.delete(f"/api/jobs/{running}")) == f"job {running} has already finished (cancelled)"
+        after = submit(client, steps=5).json()["id"]  # the worker goes on with the next job
+        assert wait(client, after)["status"] == "done"
+
+
+def test_bad_uploads_and_values_get_the_clis_one_line(studio, run_cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("notes.txt").write_text("not a picture")
+    Path("style.png").write_bytes(STYLE)
+    Path("content.png").write_bytes(CONTENT)
+
+    def cli_error(*args) -> str:
+        code, _, err = run_cli("run", *args, "-o", "out.png", "--weights", "tiny.safetensors")
+        assert code != 0
+        return err.strip().removeprefix("error: ")
+
+    with studio(limits=Limits(upload_bytes=20_000, pixels=100_000)) as client:
+        files = [("content", ("notes.txt", b"not a picture", "text/plain")), ("style", ("style.png", STYLE, "image/png"))]
+        response = client.post("/api/jobs", files=files, data={"size": "64", "weights": "tiny"})
+        assert response.status_code == 415
+        assert one_line(response) == cli_error("notes.txt", "style.png")
+        response = submit(client, size="5")
+        assert response.status_code == 400 and one_line(response) == cli_error("content.png", "style.png", "--size", "5")
+        response = submit(client, plugins="semantic", set="semantic.regions=abc")
+        assert one_line(response) == cli_error("content.png", "style.png", "--plugin", "semantic", "--set", "semantic.regions=abc")
+        assert one_line(submit(client, set="glow.gain=9", plugins="glow")) == "glow.gain: must be between 0.5 and 2, got 9"
+        assert one_line(submit(client, method="nope")).startswith("--method: unknown method 'nope'")
+        big = png(Image.fromarray(np.random.default_rng(0).integers(0, 255, (120, 120, 3), dtype=np.uint8)))
+        response = submit(client, content=big)
+        assert response.status_code == 413 and "upload limit" in one_line(response)
+        wide = png(Image.new("RGB", (1000, 200)))
+        response = submit(client, content=wide)
+        assert response.status_code == 413 and "1000x200" in one_line(response)
+        response = submit(client, content=CONTENT[:200])  # a truncated PNG: decoding fails
+        assert response.status_code in (400, 415) and one_line(response).startswith("photo.png: ")
+        assert submit(client, content=None).status_code == 400
+        assert client.post("/api/jobs", json={"size": 64}).status_code == 415
+        # requests name weight sources and never files: paths are refused before anything is read
+        assert "weight source name" in one_line(submit(client, weights="/etc/passwd"))
+        response = submit(client, plugins="glow", set="glow.mask=/etc/passwd")
+        assert one_line(response) == "glow.mask: names a file on the server; set it with nst run, not the studio"
+        assert one_line(submit(client, device="cuda")).startswith("--device: ")
+        assert client.get("/api/jobs").json()["jobs"] == []
+    assert list((tmp_path / "data" / "jobs").iterdir()) == []  # refused uploads leave nothing behind
+
+
+def test_token_host_and_origin_checks(studio):
+    with studio(token=TOKEN, allowed_hosts=["testserver", "127.0.0.1"]) as client:
+        assert client.get("/api/plugins").status_code == 401
+        assert one_line(client.get("/api/plugins", headers={"X-NST-Token": "wrong"})) == "wrong token"
+        assert client.get("/api/plugins", headers={"X-NST-Token": TOKEN}).status_code == 200
+        assert client.get("/api/plugins", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+        assert client.get(f"/api/jobs?token={TOKEN}").status_code == 200
+        assert submit(client).status_code == 401
+        job_id = submit(client, headers={"X-NST-Token": TOKEN}).json()["id"]
+        for path in (f"/api/jobs/{job_id}", f"/api/jobs/{job_id}/events", f"/api/jobs/{job_id}/preview",
+                     f"/api/jobs/{job_id}/result", f"/api/jobs/{job_id}/inputs/0"):
+            assert client.get(path).status_code == 401, path
+        assert client.delete(f"/api/jobs/{job_id}").status_code == 401
+        assert wait(client, job_id, headers={"X-NST-Token": TOKEN})["status"] == "done"
+        page = client.get("/")
+        assert page.status_code == 200 and "nst studio" in page.text  # the page itself holds no data
+        evil = client.get("/api/plugins", headers={"X-NST-Token": TOKEN, "Origin": "http://evil.example"})
+        assert evil.status_code == 403
+        assert client.get("/", headers={"Host": "evil.example"}).status_code == 403
+
+
+def test_results_and_settings_survive_a_restart(studio):
+    with studio() as client:
+        done = submit(client, steps=5, plugins="glow", set="glow.gain=1.5").json()["id"]
+        assert wait(client, done)["status"] == "done"
+        result = client.get(f"/api/jobs/{done}/result").content
+        running = submit(client, steps=1_000_000).json()["id"]
+        assert wait_running(client, running)["status"] == "running"
+    with studio() as client:  # a new app on the same folder
+        jobs = {j["id"]: j for j in client.get("/api/jobs").json()["jobs"]}
+        assert set(jobs) == {done, running}
+        assert jobs[done]["status"] == "done"
+        assert jobs[done]["request"] == {"fields": {"size": "64", "steps": "5", "weights": "tiny"},
+                                         "plugins": ["glow"], "sets": ["glow.gain=1.5"]}
+        assert jobs[done]["input_names"] == ["photo.png", "painting.png"]
+        assert client.get(f"/api/jobs/{done}/result").content == result
+        assert jobs[running]["status"] == "error" and jobs[running]["error"] == INTERRUPTED
+        again = client.post("/api/jobs", data={"inputs_from": done, "size": "64", "steps": "5", "weights": "tiny"})
+        assert again.status_code == 201  # a re-run takes the earlier job's inputs
+        state = wait(client, again.json()["id"])
+        assert state["status"] == "done" and state["input_names"] == ["photo.png", "painting.png"]
+        assert client.get(f"/api/jobs/{again.json()['id']}/inputs/0").content == CONTENT
+
+
+def test_plugins_lists_methods_options_and_settings(studio):
+    with studio() as client:
+        catalog = client.get("/api/plugins").json()
+    glow = next(p for p in catalog["plugins"] if p["name"] == "glow")
+    assert glow["selectable"] is True
+    options = {o["key"]: o for o in glow["options"]}
+    assert options["gain"] == {"key": "gain", "type": "float", "kind": "float", "default": 1.0, "help": "brightness factor",
+                               "choices": None, "min": 0.5, "max": 2.0, "optional": False, "settable": True}
+    assert (options["enabled"]["kind"], options["mode"]["kind"], options["mode"]["choices"]) == ("bool", "choice", ["mul", "add"])
+    assert (options["bands"]["kind"], options["bands"]["default"]) == ("list", [1, 2])
+    assert (options["mask"]["kind"], options["mask"]["settable"], options["mask"]["optional"]) == ("path", False, True)
+    assert {"name": "gatys", "plugin": "gatys"}.items() <= next(m for m in catalog["methods"] if m["name"] == "gatys").items()
+    gatys = next(p for p in catalog["plugins"] if p["name"] == "gatys")
+    assert gatys["selectable"] is False  # a method's plugin takes part through the method select
+    settings = {s["name"]: s for s in catalog["settings"]}
+    assert settings["size"]["default"] == 512 and settings["preserve-colors"]["kind"] == "choice"
+    assert "device" not in settings and "save-every" not in settings
+    assert "studio-progress" not in {p["name"] for p in catalog["plugins"]}
+    assert {"name": "tiny", "encoder": True}.items() <= next(w for w in catalog["weights"] if w["name"] == "tiny").items()
+
+
+def test_paths_from_requests_never_reach_the_disk(studio):
+    with studio() as client:
+        for path in ("/api/jobs/..%2f..%2fetc", "/api/jobs/../../etc/passwd", "/static/../app.py", "/static/%2e%2e/app.py",
+                     "/api/jobs/" + "0" * 32 + "/inputs/0"):
+            assert client.get(path).status_code == 404, path
+        assert one_line(client.get("/api/jobs/nope")) == "not a job id (32 hex digits)"
+        assert client.get("/static/examples/content.jpg").headers["content-type"] == "image/jpeg"
+
+
+def test_serve_command_checks_its_flags(run_cli, tmp_path):
+    from conftest import one_error_line
+
+    code, _, err = run_cli("serve", "--host", "0.0.0.0", "--token", "short")
+    assert code == 2 and "--token must be at least 16" in one_error_line(err)
+    (tmp_path / "file").write_text("x")
+    code, _, err = run_cli("serve", "--data", tmp_path / "file", "--port", "0")
+    assert code == 1 and "cannot be the studio's data folder" in one_error_line(err)
+    code, _, err = run_cli("serve", "--port", "70000")
+    assert code == 2 and "--port" in one_error_line(err)
+
+
+@pytest.mark.slow
+def test_serve_command_serves_the_page_and_the_token_guarded_api(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import urllib.error
+    import urllib.request
+
+    command = [sys.executable, "-m", "nst.cli", "serve", "--port", "0", "--data", str(tmp_path / "data"), "--token", TOKEN]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "NST_DISABLE_PLUGINS": "depth,semantic,analogy,text,stroke"})
+    try:
+        line = server.stdout.readline()
+        match = re.search(r"(http://127.0.0.1:\d+/)\?token=(\S+)", line)
+        assert match and match[2] == TOKEN, line + server.stderr.read() if server.poll() is not None else line
+        base = match[1]
+        page = urllib.request.urlopen(base, timeout=10).read().decode()
+        assert "<title>nst studio</title>" in page
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(base + "api/plugins", timeout=10)
+        assert refused.value.code == 401
+        catalog = json.loads(urllib.request.urlopen(f"{base}api/plugins?token={TOKEN}", timeout=10).read())
+        assert "gatys" in {m["name"] for m in catalog["methods"]}
+    finally:
+        server.send_signal(signal.SIGINT)  # Ctrl-C: the normal way to stop a server
+        assert server.wait(timeout=20) == 0
+        assert server.stdout.read().strip().endswith("nst studio stopped")
