@@ -31,8 +31,8 @@ GROUP = "nst"
 DISABLE_ENV = "NST_DISABLE_PLUGINS"
 BUILTINS = {"gatys": "nst.plugins.gatys", "johnson": "nst.plugins.johnson", "depth": "nst.plugins.depth",
             "semantic": "nst.plugins.semantic", "stroke": "nst.plugins.stroke", "analogy": "nst.plugins.analogy",
-            "text": "nst.plugins.text", "arbitrary": "nst.plugins.arbitrary"}
-# nst's own commands (cli.py) and those planned for it: no plugin may take these names
+            "text": "nst.plugins.text", "arbitrary": "nst.plugins.arbitrary", "video": "nst.plugins.video"}
+# nst's own commands (cli.py, and built-in plugins' such as `video`) and those planned: no other plugin may take these
 RESERVED_COMMANDS = ("run", "train", "export", "plugins", "weights", "info", "video", "serve", "bench")
 PASS_THROUGH = (KeyboardInterrupt, MemoryError, torch.cuda.OutOfMemoryError, NSTError)
 
@@ -154,8 +154,9 @@ class PluginHost:
     def _impls(self, hook: str, plugin: str) -> list:
         return [i for i in getattr(self.pm.hook, hook).get_hookimpls() if i.plugin_name == plugin]
 
-    def _owner(self, kind: str, name: str) -> str | None:
-        """Who already has a NAME of KIND ('method', 'weights', 'architecture', 'command'), described."""
+    def _owner(self, kind: str, name: str, builtin: bool = False) -> str | None:
+        """Who already has a NAME of KIND ('method', 'weights', 'architecture', 'command'), described; a BUILTIN
+        plugin may take a reserved command name."""
         for rec in self.records.values():
             if rec.status == "ok" and name in {"method": rec.methods, "architecture": rec.architectures,
                                                "weights": [w.name for w in rec.weights], "command": rec.commands}[kind]:
@@ -164,7 +165,7 @@ class PluginHost:
             vgg = Registry()
             register_vgg_sources(vgg)
             return "nst's encoder weights" if name in vgg.sources else None
-        if kind == "command" and name in RESERVED_COMMANDS:
+        if kind == "command" and name in RESERVED_COMMANDS and not builtin:
             return "nst's own command"
         return None
 
@@ -218,7 +219,7 @@ class PluginHost:
                     return self._fail(rec, f"{hook} failed: {first_line(exc)}")
         names = _command_names(commands) if commands.registered_commands or commands.registered_groups else []
         for name in names:
-            owner = self._owner("command", name)
+            owner = self._owner("command", name, rec.builtin)
             if owner:
                 return self._fail(rec, f"refused: command '{name}' is already provided by {owner}")
         rec.methods, rec.options, rec.weights, rec.architectures = methods, options, weights, archs

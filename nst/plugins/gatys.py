@@ -52,7 +52,9 @@ def run(ctx: RunContext) -> torch.Tensor:
                   for i, img in enumerate(ctx.styles)]
         ctx.scale = ScaleState(index, scale.size, content, styles)
         terms = merge_terms(core_terms(ctx, encoder), ctx.hooks.losses(ctx, encoder))
-        if x is None:
+        if x is None and "gatys.init" in ctx.guides:  # a plugin's start image (nst video: the warped previous frame)
+            x = resize(ctx.guides["gatys.init"], tuple(content.shape[-2:]))
+        elif x is None:
             x = gatys.initial_image(s.init, content, styles[0] if styles else content, ctx.generator)
         else:
             x = resize(x, tuple(content.shape[-2:]))

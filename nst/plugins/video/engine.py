@@ -1,0 +1,280 @@
+"""stylize_video(): every frame through nst.run (so every method and plugin works), made temporally consistent,
+written frame by frame into a work folder (resumable), then assembled into the output all at once.
+
+The work folder is OUT.frames beside OUT (OUT.mp4.frames for OUT.mp4): frame_NNNNNN.png (the final frames,
+each written atomically) and job.json (what made them, checked by --resume).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+from PIL import Image
+
+from nst.core.files import Outputs, atomic_path, check_writable, same_file
+from nst.core.images import as_tensor, resize_long_side
+from nst.errors import NSTError, UsageError, note_line
+from nst.plugins.video import io
+from nst.plugins.video.flow import estimator, flow_pair, warp
+from nst.plugins.video.temporal import BLEND, TEMPORAL_LOSS, TemporalGatys, blend, flicker, quantised, to_array, to_tensor
+
+OPTIMISING = {"gatys"}  # methods made consistent by a start image + loss; every other method by blending
+MANIFEST = "job.json"
+
+
+@dataclass
+class VideoResult:
+    """What stylize_video() made: OUTPUT (a video or a folder of PNG frames), FRAMES written, FPS, SIZE (w, h),
+    FLICKER (mean warping error between consecutive output frames, see temporal.warping_errors), SECONDS of the
+    whole call, AUDIO whether an audio track was carried over, RESUMED_AT the first frame this call stylised."""
+
+    output: Path
+    frames: int
+    fps: Fraction
+    size: tuple[int, int]
+    flicker: float
+    seconds: float
+    audio: bool
+    resumed_at: int = 0
+
+
+def work_folder(output: Path) -> Path:
+    return output.with_name(output.name + ".frames")
+
+
+def _done_frames(work: Path) -> int:
+    """How many frames a work folder holds, counting from 0 without a gap."""
+    count = 0
+    while (work / io.frame_name(count)).is_file():
+        count += 1
+    return count
+
+
+def _clear_work(work: Path) -> None:
+    """Delete a work folder nst made: its frames, manifest and temp files (anything else is refused)."""
+    for item in work.iterdir():
+        if item.name == MANIFEST or item.name.startswith(".nst.") or (item.name.startswith("frame_") and item.suffix == ".png"):
+            item.unlink()
+    try:
+        work.rmdir()
+    except OSError:
+        raise NSTError(f"{work}: holds files nst did not write; move them away") from None
+
+
+def _check_paths(source: io.FrameSource, output: Path, kind: str, inputs: list, overwrite: bool) -> None:
+    """Refuse an output that is an input (the video, a frame, a style, the model) or that exists (without
+    --overwrite), before any work."""
+    plan = Outputs(inputs)
+    frames = source.files or []
+    if kind == "video":
+        plan.reserve(output)
+        if output.exists() and not overwrite:
+            raise UsageError(f"{output} exists; add --overwrite to replace it")
+        return
+    check_writable(output / "frame_000000.png", make_folder=True)
+    if same_file(output, source.path) or any(same_file(output, f.parent) for f in frames[:1]):
+        raise UsageError(f"{output}: is the folder of the input frames; choose another output folder")
+    for path in plan.inputs:
+        if same_file(output, path.parent):
+            raise UsageError(f"{output}: holds an input of this command ({path}); choose another output folder")
+    if output.is_dir() and any(output.iterdir()) and not overwrite:
+        raise UsageError(f"{output} is a folder that is not empty; add --overwrite to write the frames into it")
+
+
+def _manifest(source: io.FrameSource, size: tuple[int, int], job: dict[str, Any]) -> dict[str, Any]:
+    return {"input": str(Path(os.path.realpath(source.path))), "size": list(size), **job}
+
+
+def _prepare_work(work: Path, manifest: dict, resume: bool, overwrite: bool) -> int:
+    """The first frame to stylise: 0 for a new work folder, the frames already done for --resume."""
+    if resume and overwrite:
+        raise UsageError("give --resume or --overwrite, not both")
+    if work.exists() and not work.is_dir():
+        raise NSTError(f"{work}: is a file, but nst keeps the frames of this output there; move it away")
+    if work.is_dir():
+        if resume:
+            try:
+                before = json.loads((work / MANIFEST).read_text())
+            except (OSError, ValueError):
+                raise NSTError(f"--resume: {work} has no readable {MANIFEST}; start over with --overwrite") from None
+            differ = sorted(k for k in set(before) | set(manifest) if before.get(k) != manifest.get(k))
+            if differ:
+                raise UsageError(f"--resume: {work} was made with other options ({', '.join(differ)}); use the same ones, "
+                                 "or --overwrite to start over")
+            return _done_frames(work)
+        if not overwrite:
+            raise UsageError(f"{work} is left from an interrupted run: continue it with --resume, or start over with "
+                             "--overwrite")
+        _clear_work(work)
+    elif resume:
+        raise UsageError(f"--resume: nothing to resume ({work} does not exist)")
+    work.mkdir(parents=True)
+    with atomic_path(work / MANIFEST) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=1))
+    return 0
+
+
+def _frame_size(source: io.FrameSource, size: int | None) -> tuple[tuple[int, int], int]:
+    """((w, h), long side) of the output frames: the source's, or with the long side SIZE (nst.run's rounding)."""
+    long = size or max(source.width, source.height)
+    h, w = resize_long_side(torch.zeros(1, 1, source.height, source.width), long).shape[-2:]
+    return (w, h), long
+
+
+def _sized_frames(source: io.FrameSource, start: int, size: tuple[int, int]) -> Iterator[np.ndarray]:
+    for frame in source.frames(start):
+        yield io.fit(frame, size) if (frame.shape[1], frame.shape[0]) != size else frame
+
+
+def _read_frames(work: Path, count: int) -> Iterator[np.ndarray]:
+    for index in range(count):
+        yield io.read_image_frame(work / io.frame_name(index))
+
+
+def _once(note: Callable[[str], None]) -> Callable[[str], None]:
+    """NOTE, saying each message only once (every frame is a run that may note the same thing)."""
+    seen: set[str] = set()
+
+    def say(message: str) -> None:
+        if message not in seen:
+            seen.add(message)
+            note(message)
+
+    return say
+
+
+def stylize_video(input: str | os.PathLike, styles: Iterable = (), output: str | os.PathLike = "", *,
+                  method: str = "arbitrary", temporal: bool = True, blend_weight: float = BLEND,
+                  temporal_weight: float = TEMPORAL_LOSS, flow: str = "dis", flow_weights: str = "raft-large",
+                  fps: float | None = None, audio: bool = True, resume: bool = False, overwrite: bool = False,
+                  progress: bool = False, note: Callable[[str], None] | None = None, plugins: Iterable = (),
+                  options: dict | None = None, config: str | os.PathLike | None = None, host=None,
+                  **settings: Any) -> VideoResult:
+    """Stylise the video (or folder / glob of frames) INPUT into OUTPUT: a video file (.mp4 .mkv .mov .webm .avi),
+    or a folder of PNG frames. Each frame goes through nst.run with METHOD, STYLES, PLUGINS, OPTIONS, CONFIG and
+    SETTINGS (size: the long side, default the input's); with TEMPORAL, gatys frames start from the warped previous
+    output and add a temporal loss (TEMPORAL_WEIGHT), other methods blend BLEND_WEIGHT of the warped previous output
+    in on reliable pixels. FLOW: dis, farneback or raft (weights FLOW_WEIGHTS: raft-large, raft-small or a file).
+    FPS: the frame rate of image inputs. Returns a VideoResult; prints nothing (NOTE gets the notes)."""
+    from nst.api import image_list, merge_config, run, split_plugins
+    from nst.host import default_host
+    from nst.settings import make_settings
+
+    started = time.perf_counter()
+    note = _once(note or note_line)
+    if not 0 <= blend_weight < 1:
+        raise UsageError(f"--temporal-blend must be in [0, 1), got {blend_weight}")
+    if not 0 <= temporal_weight <= 1e12:
+        raise UsageError(f"--temporal-weight must be between 0 and 1e12, got {temporal_weight}")
+    if fps is not None and not 0 < fps <= 1000:
+        raise UsageError(f"--fps must be between 0 and 1000, got {fps}")
+    if not str(output):
+        raise UsageError("give an output: a video file (OUT.mp4) or a folder for PNG frames")
+    input, output = Path(input), Path(output)
+    host = host or default_host()
+    styles = image_list(styles)
+    names, objects = split_plugins(plugins)
+    names, options, merged = merge_config(config, names, options, {"method": method, **settings})
+    config_ = make_settings(merged)
+    host.method(config_.method)
+    for name in names:
+        host.check_plugin(name)
+    kind = io.check_output(output)
+    source = io.open_source(input, Fraction(fps).limit_denominator(1001) if fps else None)
+    inputs = [*(source.files or [input]), *[s for s in styles if isinstance(s, (str, os.PathLike))],
+              *([config_.model] if config_.model else [])]
+    _check_paths(source, output, kind, inputs, overwrite)
+    size, long_side = _frame_size(source, merged.get("size") and config_.size)
+    flow_fn = estimator(flow, host.weights(), flow_weights, torch.device("cpu"))  # also measures the flicker
+    optimising = config_.method in OPTIMISING
+    job = {"method": config_.method, "settings": {k: str(v) for k, v in sorted(merged.items())},
+           "styles": [str(s) for s in styles], "plugins": names, "options": repr(options), "temporal": temporal,
+           "blend": blend_weight, "temporal_weight": temporal_weight, "flow": flow, "flow_weights": flow_weights}
+    work = work_folder(output)
+    start = _prepare_work(work, _manifest(source, size, job), resume, overwrite)
+    if start:
+        note(f"resuming at frame {start} ({start} frame(s) done in {work})")
+    style_images = [as_tensor(s, note) for s in styles]  # read once, not for every frame
+    call = dict(plugins=names, options=options, config=config, host=host, note=note, **{**merged, "size": long_side})
+
+    def stylise(content: torch.Tensor, extra: list) -> torch.Tensor:
+        return run(content, style_images, **{**call, "plugins": [*names, *objects, *extra]}).image
+
+    count = _stylise_frames(source, work, start, size, stylise, flow_fn, temporal, optimising, blend_weight,
+                            temporal_weight, progress, note)
+    if count == 0:
+        raise NSTError(f"{input}: no frames could be read")
+    measure = flicker(_sized_frames(source, 0, size), _read_frames(work, count), flow_fn)
+    kept_audio = _assemble(work, output, kind, count, source, size, audio, overwrite)
+    return VideoResult(output, count, source.fps, size, measure, round(time.perf_counter() - started, 2), kept_audio, start)
+
+
+def _stylise_frames(source, work: Path, start: int, size, stylise, flow_fn, temporal: bool, optimising: bool,
+                    blend_weight: float, temporal_weight: float, progress: bool, note) -> int:
+    """Stylise frames START.. into WORK, each written atomically; returns the number of frames in WORK."""
+    from nst.core.progress import progress_bar
+
+    previous_in = previous_out = None
+    index = max(start - 1, 0)
+    frames = _sized_frames(source, index, size)
+    if start:  # the state an uninterrupted run had: the previous input frame and the previous output as written
+        previous_in = next(frames, None)
+        previous_out = to_tensor(io.read_image_frame(work / io.frame_name(start - 1), size))
+        index = start
+    done, began = 0, time.perf_counter()
+    try:
+        with progress_bar("{task.fields[rate]}", disable=not progress, transient=True) as bar:
+            task = bar.add_task("frames", total=max(source.count, start + 1), completed=start, rate="")
+            for frame in frames:
+                content = to_tensor(frame)
+                extra, back = [], None
+                if temporal and previous_in is not None:
+                    back, mask = flow_pair(flow_fn, previous_in, frame)
+                    warped = warp(previous_out, back)
+                    if optimising:
+                        extra = [TemporalGatys(warped, mask, content, temporal_weight)]
+                image = stylise(content, extra).float().cpu()
+                if back is not None and not optimising:
+                    image = blend(image, warped, mask, blend_weight)
+                image = quantised(image)
+                target = work / io.frame_name(index)
+                with atomic_path(target) as tmp:
+                    Image.fromarray(to_array(image)).save(tmp, format="PNG", compress_level=1)
+                previous_in, previous_out = frame, image
+                index, done = index + 1, done + 1
+                bar.update(task, completed=index, total=max(source.count, index),
+                           rate=f"{done / (time.perf_counter() - began):.2f} frames/s")
+    except KeyboardInterrupt:
+        note(f"interrupted: {index} frame(s) are done in {work}; run the same command with --resume to continue")
+        raise
+    return index
+
+
+def _assemble(work: Path, output: Path, kind: str, count: int, source, size, audio: bool, overwrite: bool) -> bool:
+    """Write OUTPUT from the COUNT frames in WORK, all at once, then remove WORK; whether audio was carried over."""
+    kept_audio = False
+    if kind == "video":
+        with atomic_path(output) as tmp:
+            io.write_video(tmp, output.suffix, _read_frames(work, count), source, size, audio)
+        kept_audio = audio and source.has_audio
+        _clear_work(work)
+        return kept_audio
+    (work / MANIFEST).unlink()
+    if not output.exists():
+        os.replace(work, output)
+        return False
+    for index in range(count):
+        os.replace(work / io.frame_name(index), output / io.frame_name(index))
+    stale = count
+    while (output / io.frame_name(stale)).is_file():  # frames of an earlier, longer run (--overwrite was given)
+        (output / io.frame_name(stale)).unlink()
+        stale += 1
+    _clear_work(work)
+    return False
