@@ -24,6 +24,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from nst.errors import NSTError
+from nst.host import first_line
 from nst.serve.catalog import describe
 from nst.serve.forms import Limits, NotAnImage, TooLarge, check_request, cli_message, display_name, store_image
 from nst.serve.jobs import FINISHED, ID, Job, JobStore, Worker
@@ -127,6 +128,10 @@ def create_app(data: str | Path, device: str = "auto", token: str | None = None,
     @app.exception_handler(HTTPException)
     async def _http_error(_request, exc: HTTPException):
         return error_response(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request, exc: Exception):
+        return error_response(500, f"unexpected failure ({first_line(exc)}); set NST_DEBUG=1 for the traceback")
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request, exc: RequestValidationError):
@@ -311,6 +316,9 @@ async def store_inputs(uploads, source: Job | None, folder: Path, store: JobStor
         else:
             original = source.inputs[index]
             names.append(stem + Path(original).suffix)
-            shutil.copyfile(store.folder(source.id) / original, folder / names[-1])
+            try:
+                shutil.copyfile(store.folder(source.id) / original, folder / names[-1])
+            except OSError as exc:
+                raise ApiError(404, f"inputs_from: the inputs of job {source.id} cannot be read ({exc.strerror})") from None
             shown.append(source.input_names[index])
     return names, shown

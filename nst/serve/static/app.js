@@ -375,6 +375,7 @@ async function loadGallery() {
     card.dataset.job = job.id;
     card.dataset.status = job.status;
     if (job.status === "done") card.append(thumb(withToken(job.result), "result"));
+    else card.append(Object.assign(document.createElement("div"), { className: "no-image", textContent: "no result" }));
     const st = document.createElement("div");
     st.className = "state" + (job.status === "error" ? " error" : "");
     st.textContent = job.status + (job.error ? `: ${job.error}` : "") + ` · ${new Date(job.created * 1000).toLocaleString()}`;
