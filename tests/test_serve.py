@@ -342,3 +342,36 @@ def test_serve_command_serves_the_page_and_the_token_guarded_api(tmp_path):
         server.send_signal(signal.SIGINT)  # Ctrl-C: the normal way to stop a server
         assert server.wait(timeout=20) == 0
         assert server.stdout.read().strip().endswith("nst studio stopped")
+
+
+def test_a_full_queue_is_refused(studio):
+    with studio(limits=Limits(queue=1)) as client:
+        running = submit(client, steps=1_000_000).json()["id"]
+        assert wait_running(client, running)["status"] == "running"
+        queued = submit(client, steps=5).json()["id"]
+        refused = submit(client, steps=5)
+        assert refused.status_code == 429 and "waiting already" in one_line(refused)
+        for job_id in (queued, running):
+            client.delete(f"/api/jobs/{job_id}")
+        assert wait(client, running)["status"] == "cancelled"
+
+
+@pytest.mark.parametrize("address, token_printed", [("127.0.0.1", False), ("0.0.0.0", True)])
+def test_serve_needs_a_token_beyond_loopback(run_cli, tmp_path, monkeypatch, address, token_printed):
+    import uvicorn
+
+    served = {}
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets: served.update(app=self.config.app, sockets=sockets))
+    code, out, _ = run_cli("serve", "--host", address, "--port", "0", "--data", tmp_path / "data")
+    served["sockets"][0].close()
+    assert code == 0 and "nst studio stopped" in out
+    token = re.search(r"\?token=(\S+)", out)
+    assert bool(token) == token_printed
+    client = TestClient(served["app"])
+    if token_printed:
+        assert len(token[1]) >= 32
+        assert client.get("/api/plugins").status_code == 401
+        assert client.get("/api/plugins", headers={"X-NST-Token": token[1]}).status_code == 200
+    else:  # loopback: no token, but only loopback Host names (no DNS rebinding)
+        assert client.get("/api/plugins", headers={"Host": "127.0.0.1:8000"}).status_code == 200
+        assert client.get("/api/plugins", headers={"Host": "attacker.example:8000"}).status_code == 403

@@ -24,7 +24,6 @@ from nst.hookspecs import hookimpl
 from nst.host import first_line
 from nst.serve.forms import JobRequest, cli_message
 
-STATUSES = ("queued", "running", "done", "error", "cancelled")
 FINISHED = ("done", "error", "cancelled")
 ID = re.compile(r"[0-9a-f]{32}")
 HISTORY = 400  # loss points kept per job (thinned to every other point beyond this)
@@ -194,6 +193,10 @@ class ProgressRecorder:
         self.job: Job | None = None
         self._last = 0.0
 
+    def watch(self, job: Job) -> None:
+        """Record the steps of JOB from now on (its first step brings a preview at once)."""
+        self.job, self._last = job, 0.0
+
     @hookimpl
     def nst_on_step(self, ctx, step, image, losses) -> None:
         job = self.job
@@ -267,7 +270,7 @@ class Worker:
                     return
                 job = self.queue.popleft()
                 job.status = "running"
-                self.recorder.job = job
+                self.recorder.watch(job)
                 self.store.save(job)
             try:
                 self._run(job)
