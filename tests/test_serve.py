@@ -375,3 +375,18 @@ def test_serve_needs_a_token_beyond_loopback(run_cli, tmp_path, monkeypatch, add
     else:  # loopback: no token, but only loopback Host names (no DNS rebinding)
         assert client.get("/api/plugins", headers={"Host": "127.0.0.1:8000"}).status_code == 200
         assert client.get("/api/plugins", headers={"Host": "attacker.example:8000"}).status_code == 403
+
+
+def test_unreadable_or_tampered_job_folders_are_skipped(studio, tmp_path):
+    jobs = tmp_path / "data" / "jobs"
+    for name, text in (("a" * 32, "{not json"),
+                       ("b" * 32, json.dumps({"id": "b" * 32, "request": {"fields": {}, "plugins": [], "sets": []},
+                                              "inputs": ["../../../etc/passwd"], "input_names": ["x"]}))):
+        (jobs / name).mkdir(parents=True)
+        (jobs / name / "job.json").write_text(text)
+    (jobs / "not-a-job").mkdir()
+    app = create_app(tmp_path / "data", "cpu", host=PluginHost(load_entry_points=False))
+    assert len(app.state.load_notes) == 2 and all("skipped" in n for n in app.state.load_notes)
+    with TestClient(app) as client:
+        assert client.get("/api/jobs").json()["jobs"] == []
+        assert client.get(f"/api/jobs/{'b' * 32}/inputs/0").status_code == 404

@@ -26,6 +26,7 @@ from nst.serve.forms import JobRequest, cli_message
 
 FINISHED = ("done", "error", "cancelled")
 ID = re.compile(r"[0-9a-f]{32}")
+INPUT = re.compile(r"(content|style\d{1,2})\.(png|jpg|webp|tif|bmp|gif)")  # the names forms.store_image gives
 HISTORY = 400  # loss points kept per job (thinned to every other point beyond this)
 INTERRUPTED = "interrupted: the server stopped before this job finished; run it again"
 
@@ -71,6 +72,8 @@ class Job:
     def from_record(cls, data: dict[str, Any]) -> "Job":
         data = dict(data)
         data["request"] = JobRequest(**data["request"])
+        if not data["inputs"] or not all(isinstance(n, str) and INPUT.fullmatch(n) for n in data["inputs"]):
+            raise ValueError(f"unexpected input file names {data['inputs']!r}")
         return cls(**data)
 
     def public(self, history: bool = True) -> dict[str, Any]:

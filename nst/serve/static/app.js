@@ -446,7 +446,10 @@ async function start() {
   }
   renderForm();
   document.body.dataset.ready = "1";
-  loadGallery();
+  await loadGallery();
+  const unfinished = Array.from(document.querySelectorAll("#gallery .card"))
+    .filter((c) => ["queued", "running"].includes(c.dataset.status)).pop();
+  if (unfinished && !state.job) watch(unfinished.dataset.job);  // a reloaded page follows the job it left
 }
 
 document.addEventListener("DOMContentLoaded", start);
