@@ -302,7 +302,9 @@ def test_paths_from_requests_never_reach_the_disk(studio):
         assert client.get("/static/examples/content.jpg").headers["content-type"] == "image/jpeg"
 
 
-def test_serve_command_checks_its_flags(run_cli, tmp_path):
+def test_serve_command_checks_its_flags(run_cli, tmp_path, monkeypatch):
+    import sys
+
     from conftest import one_error_line
 
     code, _, err = run_cli("serve", "--host", "0.0.0.0", "--token", "short")
@@ -312,6 +314,18 @@ def test_serve_command_checks_its_flags(run_cli, tmp_path):
     assert code == 1 and "cannot be the studio's data folder" in one_error_line(err)
     code, _, err = run_cli("serve", "--port", "70000")
     assert code == 2 and "--port" in one_error_line(err)
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        code, _, err = run_cli("serve", "--port", port, "--data", tmp_path / "data")
+    assert code == 1 and one_error_line(err) == f"error: cannot listen on 127.0.0.1:{port}: Address already in use; try another --port"
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # the web extra not installed
+    code, _, err = run_cli("serve", "--port", "0", "--data", tmp_path / "data")
+    assert code == 1 and one_error_line(err) == ("error: nst serve needs the web extra (uvicorn is missing): "
+                                                 "pip install 'nst-suite[web]'")
 
 
 @pytest.mark.slow
