@@ -3,6 +3,7 @@ with their typed options, the core run settings and the weight sources, so a thi
 options appear in the page with no UI code."""
 from __future__ import annotations
 
+import re
 import typing
 from dataclasses import fields
 from pathlib import Path
@@ -12,6 +13,10 @@ from nst.options import Option, split_optional, type_name
 from nst.serve.forms import SERVER_FIELDS, is_path_type
 
 # run hooks: a plugin implementing one of these changes or watches a run when it takes part
+# where the studio differs from `nst run`: names only, never paths
+STUDIO_HELP = {"weights": "Encoder weights: a name from `nst weights` (the studio takes names, not file paths).",
+               "model": "For method johnson: a preset model name such as multistyle26 (for a trained model file, "
+                        "use nst run)."}
 RUN_HOOKS = ("nst_prepare", "nst_losses", "nst_schedule", "nst_network_inputs", "nst_on_step", "nst_postprocess",
              "nst_finish")
 
@@ -44,11 +49,22 @@ def describe_option(opt: Option) -> dict[str, Any]:
             "min": opt.min, "max": opt.max, "optional": split_optional(opt.type)[1], "settable": kind != "path"}
 
 
+def run_flag_help() -> dict[str, str]:
+    """The help of each `nst run` flag by settings name, without its [choices] and [default: ...] parts."""
+    import typer
+
+    from nst import cli
+
+    command = typer.main.get_command(cli.app).commands["run"]
+    return {p.name: re.sub(r"\s*\[[^\]]*\]", "", p.help or "").strip() for p in command.params}
+
+
 def describe_settings() -> list[dict[str, Any]]:
-    """The core run settings a job may set (CLI names), with type, default and choices."""
+    """The core run settings a job may set (CLI names), with type, default, choices and `nst run`'s help."""
     from nst.settings import CHOICES, Settings
 
     hints = typing.get_type_hints(Settings)
+    helps = run_flag_help()
     out = []
     for f in fields(Settings):
         if f.name in SERVER_FIELDS:
@@ -57,7 +73,7 @@ def describe_settings() -> list[dict[str, Any]]:
         choices = CHOICES.get(f.name)
         out.append({"name": f.name.replace("_", "-"), "type": type_name(hints[f.name]),
                     "kind": kind_of(hints[f.name], choices), "default": json_value(default),
-                    "choices": list(choices) if choices else None})
+                    "choices": list(choices) if choices else None, "help": STUDIO_HELP.get(f.name) or helps.get(f.name, "")})
     return out
 
 

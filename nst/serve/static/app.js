@@ -2,6 +2,7 @@
 // jobs go to POST /api/jobs, progress comes as server-sent events, the gallery from GET /api/jobs.
 "use strict";
 
+const LABELS = { "weights": "encoder weights", "tv-weight": "TV weight", "preserve-colors": "preserve colours" };
 const MAIN_SETTINGS = ["size", "steps", "content-weight", "style-weight", "tv-weight", "preserve-colors", "weights", "seed"];
 const ALWAYS_SENT = ["size", "steps"];
 const COLOURS = ["#3056d3", "#d92d20", "#12b76a", "#f79009", "#7a5af8", "#0ba5ec", "#ee46bc", "#667085"];
@@ -182,7 +183,7 @@ function renderForm() {
   for (const s of c.settings) {
     if (s.name === "method" || s.kind === "path") continue;
     const box = MAIN_SETTINGS.includes(s.name) ? $("main-settings") : $("more-settings");
-    box.append(field(s, s.name, s.name.replace(/-/g, " "), s.type));
+    box.append(field(s, s.name, LABELS[s.name] || s.name.replace(/-/g, " "), s.help || s.type));
   }
   const plugins = $("plugins");
   for (const p of c.plugins.filter((p) => p.selectable)) {
@@ -344,15 +345,21 @@ function drawPlot(total) {
   g.fillText(`1e${hi}`, 4, top + 8);
   g.fillText(`1e${lo}`, 4, h - bottom);
   g.fillText(`step ${maxStep}`, w - right - 60, h - 6);
-  series.forEach(([name, pts], i) => {
+  let legend = w - right;
+  series.slice().reverse().forEach(([name, pts], r) => {
+    const i = series.length - 1 - r;
     const colour = COLOURS[i % COLOURS.length];
     g.strokeStyle = g.fillStyle = colour;
-    g.lineWidth = name === "total" ? 2 : 1.2;
+    g.lineWidth = name === "total" ? 2.5 : 1.2;
+    g.setLineDash(name === "total" ? [5, 3] : []);
     g.beginPath();
     pts.forEach(([s, v], j) => (j ? g.lineTo(x(s), y(v)) : g.moveTo(x(s), y(v))));
     g.stroke();
-    g.fillText(name, left + 8 + 70 * i, top + 10);
+    legend -= g.measureText(name).width + 18;
+    g.fillRect(legend, top + 2, 8, 8);
+    g.fillText(name, legend + 11, top + 10);
   });
+  g.setLineDash([]);
 }
 
 // --- gallery and re-run ----------------------------------------------------------------------------
