@@ -224,6 +224,11 @@ def test_bad_uploads_and_values_get_the_clis_one_line(studio, run_cli, tmp_path,
         response = submit(client, plugins="glow", set="glow.mask=/etc/passwd")
         assert one_line(response) == "glow.mask: names a file on the server; set it with nst run, not the studio"
         assert one_line(submit(client, device="cuda")).startswith("--device: ")
+        twice = client.post("/api/jobs", files=[("content", ("c.png", CONTENT, "image/png"))],
+                            data={"size": ["64", "96"]})
+        assert one_line(twice) == "--size: given twice"
+        as_file = client.post("/api/jobs", files=[("content", ("c.png", CONTENT, "image/png")), ("steps", ("s", b"5"))])
+        assert one_line(as_file) == "--steps: expected text, got a file"
         assert client.get("/api/jobs").json()["jobs"] == []
     assert list((tmp_path / "data" / "jobs").iterdir()) == []  # refused uploads leave nothing behind
 

@@ -167,6 +167,12 @@ def create_app(data: str | Path, device: str = "auto", token: str | None = None,
     @app.post("/api/jobs", status_code=201)
     async def create_job(request: Request) -> dict:
         form = await read_form(request, limits, worker.waiting())
+        try:
+            return await start_job(form)
+        finally:
+            await form.close()  # the uploads' temporary files
+
+    async def start_job(form) -> dict:
         uploads = form.getlist("content"), form.getlist("style")
         if any(not isinstance(u, UploadFile) for u in uploads[0] + uploads[1]):
             raise ApiError(400, "content and style must be uploaded image files (multipart/form-data)")
@@ -185,9 +191,9 @@ def create_app(data: str | Path, device: str = "auto", token: str | None = None,
         for key, value in form.multi_items():
             if key in FORM_KEYS:
                 continue
-            if key in fields:
-                raise ApiError(400, f"--{key}: given twice")
-            fields[key] = str(value)
+            if key in fields or not isinstance(value, str):
+                raise ApiError(400, f"--{key[:40]}: " + ("given twice" if key in fields else "expected text, got a file"))
+            fields[key] = value
         styles = len(uploads[1]) if uploads[1] or source is None else len(source.inputs) - 1
         try:
             job_request = await run_in_threadpool(check_request, fields, [str(p) for p in form.getlist("plugins")],
