@@ -1,0 +1,194 @@
+"""`nst bench`: the evaluation the source review asks for, as a command.
+
+Five sections, named as the review names them: time per image by size, training time per model, mean content
+loss over content images, loss during training, style scalability; plus a contact sheet per method. Writes
+REPORT/report.md, REPORT/report.html (plots embedded), REPORT/results.json (every figure, the machine, versions,
+plan), REPORT/plots/, REPORT/sheets/, REPORT/images/ (the grid's results) and REPORT/work/ (trained networks,
+generated inputs; a resumed bench reuses them).
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from nst.bench.plan import METHODS, Plan, make_plan
+from nst.core.files import atomic_path
+from nst.core.images import load_image
+from nst.errors import NSTError, UsageError, note_line
+
+__all__ = ["bench", "METHODS"]
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")
+
+
+def _device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(device)
+    try:
+        line = next(l for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("model name"))
+        return line.split(":", 1)[1].strip()
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def _images(folder: Path | None, what: str) -> list[Path]:
+    """Readable images directly in FOLDER (sorted), for --photos / --styles."""
+    if folder is None:
+        return []
+    if not folder.is_dir():
+        raise UsageError(f"--{what}: {folder} is not a folder")
+    found = []
+    for p in sorted(folder.iterdir()):
+        if p.suffix.lower() in IMAGE_SUFFIXES:
+            try:
+                load_image(p)
+                found.append(p)
+            except NSTError as exc:
+                note_line(f"{p.name} skipped: {exc}")
+    if not found:
+        raise UsageError(f"--{what}: no readable image in {folder}")
+    return found
+
+
+def _unavailable(method: str) -> str | None:
+    """Why METHOD cannot run here, or None."""
+    if method != "arbitrary":
+        return None
+    from nst.host import default_host
+
+    try:
+        from nst.plugins.arbitrary import SOURCES
+
+        default_host().weights().get(SOURCES["predict"].name).fetch()
+    except (NSTError, ImportError) as exc:
+        return f"its weights are not installed ({exc})"
+    return None
+
+
+def _write_json(path: Path, data: dict) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=1, default=str))
+
+
+def _plan_key(plan: Plan, quick: bool) -> dict:
+    return {"quick": quick, "device": plan.device, "methods": plan.methods, "sizes": plan.sizes, "steps": plan.steps,
+            "train_steps": plan.train_steps, "train_size": plan.train_size, "grid_size": plan.grid_size,
+            "grid_photos": [str(p) for p in plan.grid_photo_paths()], "grid_styles": [str(p) for p in plan.grid_style_paths()],
+            "style_counts": plan.style_counts, "weights": plan.weights}
+
+
+def bench(output: str | Path, *, quick: bool = False, device: str = "auto", methods: list[str] | None = None,
+          sizes: list[int] | None = None, styles: str | Path | None = None, photos: str | Path | None = None,
+          steps: int | None = None, train_steps: int | None = None, weights: str = "vgg19", resume: bool = False, overwrite: bool = False, progress: bool = True,
+          note: Callable[[str], None] = note_line) -> dict:
+    """Run the evaluation into the folder OUTPUT; returns the results (as in results.json). STYLES / PHOTOS: folders
+    of images used before the built-in ones; STEPS, TRAIN_STEPS (per style), WEIGHTS (loss network): override the
+    plan's."""
+    from nst.bench.cells import Bench
+    from nst.bench.report import build, html_page, markdown
+    from nst.bench.samples import builtin_photos, builtin_styles
+    from nst.core.devices import pick_device
+    from nst.core.progress import progress_bar
+
+    folder = Path(output)
+    if resume and overwrite:
+        raise UsageError("give --resume or --overwrite, not both")
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{folder} exists and is not a folder")
+    results_path = folder / "results.json"
+    if results_path.exists() and not (resume or overwrite):
+        raise UsageError(f"{folder} already holds a bench report: continue it with --resume, or replace it with --overwrite")
+    if folder.exists() and not results_path.exists() and any(folder.iterdir()):
+        raise UsageError(f"{folder} is not empty and holds no bench report: choose a new or empty folder")
+    dev = str(pick_device(device))
+    given_photos, given_styles = _images(Path(photos) if photos else None, "photos"), _images(Path(styles) if styles else None, "styles")
+    plan = make_plan(dev, quick, methods, sizes, steps, train_steps, weights)
+    if overwrite and results_path.exists():
+        for sub in ("work", "images", "plots", "sheets"):
+            shutil.rmtree(folder / sub, ignore_errors=True)  # only what an earlier bench wrote there
+    work, images = folder / "work", folder / "images"
+    for sub in (work / "photos", work / "train", images):
+        sub.mkdir(parents=True, exist_ok=True)
+    plan.photos = given_photos + builtin_photos(work / "photos", max(0, plan.grid_photos - len(given_photos)))
+    plan.styles = given_styles + builtin_styles(work, max(0, max(plan.grid_styles, *plan.style_counts) - len(given_styles)))
+    train_photos = builtin_photos(work / "train", 8)
+    key = _plan_key(plan, quick)
+    key["given_images"] = bool(given_photos or given_styles)
+    results = {"cells": {}, "skipped": {}}
+    if resume and results_path.exists():
+        results = json.loads(results_path.read_text())
+        if results.get("plan") != key:
+            raise UsageError(f"{folder} holds a bench with another plan (options changed): use the same options to resume, "
+                             "or --overwrite")
+    results["plan"] = key
+    results["meta"] = {"nst": _version(), "torch": torch.__version__, "cuda": torch.version.cuda if dev.startswith("cuda") else None,
+                       "device_name": _device_name(dev), "threads": torch.get_num_threads(), "python": platform.python_version(),
+                       "platform": platform.platform(), "date": datetime.now().astimezone().isoformat(timespec="seconds")}
+    for method in plan.methods:
+        why = _unavailable(method)
+        if why:
+            results["skipped"][method] = why
+            note(f"{method} skipped: {why}")
+    runner = Bench(plan, work, images, train_photos[0].parent)
+    todo = [(k, p) for k, p in plan.cells() if k not in results["cells"] and k.split("/")[1] not in results["skipped"]]
+    started = time.perf_counter()
+    try:
+        with progress_bar(disable=not progress) as bar:
+            task = bar.add_task("bench", total=len(todo))
+            for cell_key, params in todo:
+                bar.update(task, description=cell_key)
+                results["cells"][cell_key] = _measure(runner, cell_key, params)
+                _write_json(results_path, results)
+                bar.advance(task)
+    except KeyboardInterrupt:
+        _write_json(results_path, results)
+        raise NSTError(f"interrupted; {len(results['cells'])} cells are kept in {results_path}: continue with --resume") from None
+    results["meta"]["seconds"] = round(time.perf_counter() - started, 1)
+    staging = work / "report"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    blocks = build(results, staging)
+    (staging / "report.md").write_text(markdown(blocks))
+    (staging / "report.html").write_text(html_page(blocks, staging))
+    for path in sorted(staging.rglob("*")):  # each file renamed into place (atomic per file), results.json last
+        if path.is_file():
+            target = folder / path.relative_to(staging)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+    shutil.rmtree(staging, ignore_errors=True)
+    _write_json(results_path, results)
+    return results
+
+
+def _measure(runner, key: str, params: dict) -> dict:
+    """One cell; a failure is recorded in the cell (the report lists it) instead of ending the bench."""
+    kind = key.split("/")[0]
+    try:
+        if kind == "train":
+            return runner.train(params["arch"], params["styles"])
+        if kind == "time":
+            return runner.time(params["method"], params["size"])
+        if kind == "grid":
+            return runner.grid(params["method"], params["photo"], params["style"])
+        return runner.scale(params["method"], params["styles"])
+    except torch.cuda.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        return {"error": "CUDA out of memory"}
+    except (NSTError, MemoryError) as exc:
+        return {"error": str(exc) or type(exc).__name__}
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("nst-suite")
+    except PackageNotFoundError:
+        return "unknown"
