@@ -123,9 +123,17 @@ def test_stylise_watch_cancel_and_gallery_after_restart(browser, host, screensho
                          "glow.mode": ("select", "select-one", None), "glow.bands": ("input", "text", None),
                          "glow.mask": ("input", "text", "true")}
         glow.click()
+        dropped = browser.execute_async_script("""
+            const done = arguments[arguments.length - 1];
+            const blob = await (await fetch("/static/examples/style.jpg")).blob();
+            const files = new DataTransfer();
+            for (const name of ["a.jpg", "b.jpg"]) files.items.add(new File([blob], name, {type: "image/jpeg"}));
+            document.getElementById("styles-drop").dispatchEvent(new DragEvent("drop", {dataTransfer: files, bubbles: true}));
+            done(Array.from(document.querySelectorAll("#styles-thumbs img")).map((i) => i.title));""")
+        assert dropped == ["a.jpg", "b.jpg"]  # two paintings dropped on the styles zone
         browser.find_element(By.ID, "examples").click()
-        until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#content-thumbs img")
-              and d.find_elements(By.CSS_SELECTOR, "#styles-thumbs img"), 10, "example thumbnails")
+        until(browser, lambda d: [i.get_attribute("title") for i in d.find_elements(By.CSS_SELECTOR, ".thumbs img")]
+              == ["content.jpg", "style.jpg"], 10, "the example thumbnails")
         for name, value in (("size", "64"), ("steps", "150"), ("weights", "tiny")):
             set_value(browser, name, value)
         browser.save_screenshot(str(screenshots / "1-form.png"))
