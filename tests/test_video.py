@@ -250,3 +250,47 @@ def test_gatys_frames_start_from_the_warped_previous_output(tmp_path, tiny_weigh
     plain = stylize_video(clip, [style], tmp_path / "plain", temporal=False, **args)
     steady = stylize_video(clip, [style], tmp_path / "steady", **args)
     assert steady.flicker < 0.5 * plain.flicker, (steady.flicker, plain.flicker)
+
+
+# --- RAFT (a small random network saved to a file; nothing is downloaded) -------------------------------
+
+@pytest.fixture(scope="module")
+def random_raft(tmp_path_factory) -> Path:
+    from torchvision.models.optical_flow import raft_small
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("raft") / "raft_small_random.pth"
+    torch.save(raft_small(weights=None).state_dict(), path)
+    return path
+
+
+def test_raft_loads_a_local_file(random_raft, tiny_model):
+    frames = views(frames=2)
+    flow = fl.estimator("raft", None, str(random_raft))(frames[1], frames[0])
+    assert flow.shape == (64, 96, 2) and torch.isfinite(flow).all()
+    from nst.errors import NSTError
+
+    with pytest.raises(NSTError, match="not the weights of torchvision's RAFT"):
+        fl.estimator("raft", None, str(tiny_model))
+
+
+@pytest.mark.slow
+def test_raft_video_through_the_cli(tmp_path, tiny_model, random_raft, run_cli):
+    clip = make_video(tmp_path / "c.mp4", views(frames=3), audio=False)
+    out = tmp_path / "o"
+    code, stdout, err = run_cli("video", clip, "-o", out, "--method", "johnson", "--model", tiny_model, "--flow", "raft",
+                                "--flow-weights", random_raft, "-q")
+    assert code == 0, err
+    assert len(list(out.glob("frame_*.png"))) == 3 and "3 frames" in stdout
+
+
+def test_raft_weights_not_cached_and_unreachable_is_one_line(tmp_path):
+    from nst.core.weights import Registry, WeightSource
+    from nst.errors import NSTError
+
+    registry = Registry()
+    registry.add(WeightSource(name="raft-test", kind="url", filename="raft_test_unreachable.pth", sha256="00",
+                              url="http://127.0.0.1:9/raft.pth", local_hint="--flow-weights PATH", description="test"))
+    with pytest.raises(NSTError) as caught:
+        fl.estimator("raft", registry, "raft-test")
+    assert "--flow-weights PATH" in str(caught.value) and "\n" not in str(caught.value)

@@ -19,6 +19,7 @@ FlowFn = Callable[[np.ndarray, np.ndarray], torch.Tensor]  # (H, W, 3) uint8 A, 
 ESTIMATORS = ("dis", "farneback", "raft")
 # Ruder et al. 2016, eq. (6)-(7): forward-backward disagreement and motion-boundary thresholds
 CONSISTENCY = (0.01, 0.5)
+RAFT_MIN = 128  # px per side: RAFT's correlation pyramid needs 16 feature cells (smaller frames are padded)
 MOTION_BOUNDARY = (0.01, 0.002)
 RAFT_SOURCES = {
     "raft-large": WeightSource(
@@ -93,7 +94,7 @@ def raft_flow(registry: Registry, weights: str, device: torch.device, updates: i
 
     def flow(a: np.ndarray, b: np.ndarray) -> torch.Tensor:
         h, w = a.shape[:2]
-        pad = (0, -w % 8, 0, -h % 8)  # RAFT works on multiples of 8 px
+        pad = (0, max(RAFT_MIN, w + -w % 8) - w, 0, max(RAFT_MIN, h + -h % 8) - h)  # multiples of 8, at least 128
         x, y = (F.pad(prepare(f), pad, mode="replicate") for f in (a, b))
         with torch.inference_mode():
             out = net(x, y, num_flow_updates=updates)[-1]

@@ -201,8 +201,9 @@ class _AudioCopy:
             self._out_stream = out.add_stream_from_template(self._src)
         else:
             rate = self._src.codec_context.sample_rate or 48000
-            self._out_stream = out.add_stream(encoder, rate=48000 if encoder == "libopus" else rate)
-            self._out_stream.layout = self._src.codec_context.layout.name if self._src.codec_context.layout else "stereo"
+            mono = self._src.codec_context.channels == 1  # more channels: stereo (a named order every encoder takes)
+            self._out_stream = out.add_stream(encoder, rate=48000 if encoder == "libopus" else rate,
+                                              layout="mono" if mono else "stereo")
         self._out, self._packets = out, self._in.demux(self._src)
         self._pending, self._done = None, False
 
