@@ -83,7 +83,8 @@ if [ "$device" = cpu ]; then
     step "nst bench (cpu, quick)" timeout "$bench_timeout" "$py" -m nst.cli bench --quick --device cpu \
         --methods gatys,johnson,arbitrary --sizes 32,48 --steps 3 --train-steps 3 -o "$out/bench" -q
 else
-    step "nst bench ($device)" timeout "$bench_timeout" "$py" -m nst.cli bench --device "$device" -o "$out/bench" -q
+    step "nst bench ($device)" timeout "$bench_timeout" "$py" -m nst.cli bench --device "$device" -o "$out/bench" -q \
+        --max-time $((bench_timeout - 60))
     step "gatys variants" timeout 120 "$py" benchmarks/gatys_cuda.py --device "$device" --out "$out/gatys-variants.md"
     step "johnson" timeout 120 "$py" benchmarks/johnson.py --sizes 256 512 1024 --steps 20 --rounds 1 --out "$out/johnson-cuda.md"
     step "analogy" timeout 120 "$py" benchmarks/analogy.py --devices "$device" --sizes 224 448 --out "$out/analogy-cuda.md"

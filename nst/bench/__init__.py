@@ -86,11 +86,13 @@ def _plan_key(plan: Plan, quick: bool) -> dict:
 
 def bench(output: str | Path, *, quick: bool = False, device: str = "auto", methods: list[str] | None = None,
           sizes: list[int] | None = None, styles: str | Path | None = None, photos: str | Path | None = None,
-          steps: int | None = None, train_steps: int | None = None, weights: str = "vgg19", resume: bool = False, overwrite: bool = False, progress: bool = True,
+          steps: int | None = None, train_steps: int | None = None, weights: str = "vgg19", max_time: float = 0,
+          resume: bool = False, overwrite: bool = False, progress: bool = True,
           note: Callable[[str], None] = note_line) -> dict:
     """Run the evaluation into the folder OUTPUT; returns the results (as in results.json). STYLES / PHOTOS: folders
     of images used before the built-in ones; STEPS, TRAIN_STEPS (per style), WEIGHTS (loss network): override the
-    plan's."""
+    plan's. MAX_TIME (seconds, 0 = none): cells not started by then are listed as skipped and the report is
+    written with what was measured."""
     from nst.bench.cells import Bench
     from nst.bench.report import build, html_page, markdown
     from nst.bench.samples import builtin_photos, builtin_styles
@@ -100,6 +102,8 @@ def bench(output: str | Path, *, quick: bool = False, device: str = "auto", meth
     folder = Path(output)
     if resume and overwrite:
         raise UsageError("give --resume or --overwrite, not both")
+    if not 0 <= max_time < 1e7:
+        raise UsageError(f"--max-time must be 0 (no limit) or a number of seconds, got {max_time:g}")
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"{folder} exists and is not a folder")
     results_path = folder / "results.json"
@@ -128,6 +132,7 @@ def bench(output: str | Path, *, quick: bool = False, device: str = "auto", meth
             raise UsageError(f"{folder} holds a bench with another plan (options changed): use the same options to resume, "
                              "or --overwrite")
     results["plan"] = key
+    results["skipped"] = {}  # what cannot run, or did not fit in --max-time, is found anew
     results["meta"] = {"nst": _version(), "torch": torch.__version__, "cuda": torch.version.cuda if dev.startswith("cuda") else None,
                        "device_name": _device_name(dev), "threads": torch.get_num_threads(), "python": platform.python_version(),
                        "platform": platform.platform(), "date": datetime.now().astimezone().isoformat(timespec="seconds")}
@@ -144,6 +149,9 @@ def bench(output: str | Path, *, quick: bool = False, device: str = "auto", meth
             task = bar.add_task("bench", total=len(todo))
             for cell_key, params in todo:
                 bar.update(task, description=cell_key)
+                if max_time and time.perf_counter() - started > max_time:
+                    results["skipped"][cell_key] = f"not started: the bench's --max-time of {max_time:g} s was spent"
+                    continue
                 results["cells"][cell_key] = _measure(runner, cell_key, params)
                 _write_json(results_path, results)
                 bar.advance(task)

@@ -85,7 +85,7 @@ def make_plan(device: str, quick: bool, methods: list[str] | None, sizes: list[i
         raise UsageError(f"--methods: unknown method {', '.join(bad)} (known: {', '.join(METHODS)})")
     cuda = device.startswith("cuda")
     if quick:
-        plan = Plan(device, methods, [64, 128], steps=10, train_steps=24, train_size=64, grid_size=96, grid_photos=2,
+        plan = Plan(device, methods, [64, 128], steps=10, train_steps=12, train_size=64, grid_size=96, grid_photos=2,
                     grid_styles=2, style_counts=[1, 2], analogy_max=128)
     elif cuda:
         plan = Plan(device, methods, [256, 512, 1024], steps=500, train_steps=400, train_size=256, grid_size=512,
