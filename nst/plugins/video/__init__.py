@@ -95,6 +95,8 @@ def nst_register_commands(app) -> None:
                      temporal_weight=temporal_weight, flow=flow, flow_weights=flow_weights, fps=fps, audio=audio,
                      resume=resume, overwrite=overwrite, progress=not quiet, note=note_line, plugins=plugin or [],
                      options=_parse_sets(set_ or []), config=config, **_texts(flags))
+        if result.rank != 0:  # under torchrun, process 0 reports
+            return
         w, h = result.size
         typer.echo(f"wrote {result.output} ({result.frames} frames, {w}x{h}, {float(result.fps):g} fps"
                    f"{', audio kept' if result.audio else ''}; {result.seconds} s, "

@@ -7,6 +7,7 @@ each written atomically) and job.json (what made them, checked by --resume).
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -23,17 +24,20 @@ from nst.core.images import as_tensor, resize_long_side
 from nst.errors import NSTError, UsageError, note_line
 from nst.plugins.video import io
 from nst.plugins.video.flow import estimator, flow_pair, warp
+from nst.training import _distributed
 from nst.plugins.video.temporal import BLEND, TEMPORAL_LOSS, TemporalGatys, blend, flicker, quantised, to_array, to_tensor
 
 OPTIMISING = {"gatys"}  # methods made consistent by a start image + loss; every other method by blending
 MANIFEST = "job.json"
+GATYS_WARMUP = 2  # frames a torchrun process optimises before its chunk (see warmup_frames)
 
 
 @dataclass
 class VideoResult:
     """What stylize_video() made: OUTPUT (a video or a folder of PNG frames), FRAMES written, FPS, SIZE (w, h),
     FLICKER (mean warping error between consecutive output frames, see temporal.warping_errors), SECONDS of the
-    whole call, AUDIO whether an audio track was carried over, RESUMED_AT the first frame this call stylised."""
+    whole call, AUDIO whether an audio track was carried over, RESUMED_AT the first frame this call stylised.
+    Under torchrun, processes other than RANK 0 return the frames they wrote, FLICKER nan and no AUDIO."""
 
     output: Path
     frames: int
@@ -43,6 +47,7 @@ class VideoResult:
     seconds: float
     audio: bool
     resumed_at: int = 0
+    rank: int = 0
 
 
 def work_folder(output: Path) -> Path:
@@ -194,45 +199,89 @@ def stylize_video(input: str | os.PathLike, styles: Iterable = (), output: str |
     size, long_side = _frame_size(source, merged.get("size") and config_.size)
     flow_fn = estimator(flow, host.weights(), flow_weights, torch.device("cpu"))  # also measures the flicker
     optimising = config_.method in OPTIMISING
-    job = {"method": config_.method, "settings": {k: str(v) for k, v in sorted(merged.items())},
+    rank, world = _distributed()
+    if world > 1 and torch.cuda.is_available() and str(merged.get("device", "auto")) in ("auto", "cuda"):
+        merged["device"] = f"cuda:{os.environ.get('LOCAL_RANK', rank)}"  # one GPU per process
+    job = {"world": world, "method": config_.method, "settings": {k: str(v) for k, v in sorted(merged.items())},
            "styles": [str(s) for s in styles], "plugins": names, "options": repr(options), "temporal": temporal,
            "blend": blend_weight, "temporal_weight": temporal_weight, "flow": flow, "flow_weights": flow_weights}
-    work = work_folder(output)
-    start = _prepare_work(work, _manifest(source, size, job), resume, overwrite)
-    if start:
-        note(f"resuming at frame {start} ({start} frame(s) done in {work})")
+    work, start = work_folder(output), 0
+    if rank == 0:
+        start = _prepare_work(work, _manifest(source, size, job), resume, overwrite)
+        if start:
+            note(f"resuming: {start} frame(s) are done in {work}")
+    first, end, warm, total = 0, None, 0, source.count
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()  # the work folder is ready
+        total = source.exact_count()
+        first, end = total * rank // world, total * (rank + 1) // world
+        warm = max(0, first - warmup_frames(temporal, optimising, blend_weight))
     style_images = [as_tensor(s, note) for s in styles]  # read once, not for every frame
     call = dict(plugins=names, options=options, config=config, host=host, note=note, **{**merged, "size": long_side})
 
     def stylise(content: torch.Tensor, extra: list) -> torch.Tensor:
         return run(content, style_images, **{**call, "plugins": [*names, *objects, *extra]}).image
 
-    count = _stylise_frames(source, work, start, size, stylise, flow_fn, temporal, optimising, blend_weight,
-                            temporal_weight, progress, note)
+    made = _stylise_frames(source, work, (first, end, warm, total), size, stylise, flow_fn, temporal, optimising,
+                           blend_weight, temporal_weight, progress and rank == 0, note, world > 1)
+    if world > 1:
+        dist.barrier()  # every rank's frames are written
+        if rank != 0:
+            return VideoResult(output, made, source.fps, size, float("nan"), round(time.perf_counter() - started, 2),
+                               False, first, rank)
+    count = _done_frames(work)
     if count == 0:
         raise NSTError(f"{input}: no frames could be read")
     measure = flicker(_sized_frames(source, 0, size), _read_frames(work, count), flow_fn)
     kept_audio = _assemble(work, output, kind, count, source, size, audio, overwrite)
-    return VideoResult(output, count, source.fps, size, measure, round(time.perf_counter() - started, 2), kept_audio, start)
+    return VideoResult(output, count, source.fps, size, measure, round(time.perf_counter() - started, 2), kept_audio,
+                       first if world > 1 else start)
 
 
-def _stylise_frames(source, work: Path, start: int, size, stylise, flow_fn, temporal: bool, optimising: bool,
-                    blend_weight: float, temporal_weight: float, progress: bool, note) -> int:
-    """Stylise frames START.. into WORK, each written atomically; returns the number of frames in WORK."""
+def warmup_frames(temporal: bool, optimising: bool, blend_weight: float) -> int:
+    """Frames a process under torchrun stylises before its chunk and discards, to build the temporal state: for
+    blending, enough that the influence of the missing history (BLEND_WEIGHT ** n) is under half an 8-bit level;
+    for gatys, GATYS_WARMUP frames."""
+    if not temporal or blend_weight == 0:
+        return 0
+    if optimising:
+        return GATYS_WARMUP
+    return math.ceil(math.log(0.5 / 255) / math.log(blend_weight))
+
+
+def _stylise_frames(source, work: Path, plan: tuple, size, stylise, flow_fn, temporal: bool, optimising: bool,
+                    blend_weight: float, temporal_weight: float, progress: bool, note, shared: bool) -> int:
+    """Stylise the frames FIRST..END-1 of PLAN (FIRST, END or None for the last frame, WARM, TOTAL frames expected)
+    into WORK, each written atomically, continuing after those already there; frames WARM..FIRST-1 are stylised
+    only to build the temporal state. SHARED: other processes write into WORK too (the bar counts their frames).
+    Returns the number of frames this call wrote."""
     from nst.core.progress import progress_bar
 
+    first, end, warm, total = plan
+    index = first
+    while (end is None or index < end) and (work / io.frame_name(index)).is_file():
+        index += 1
     previous_in = previous_out = None
-    index = max(start - 1, 0)
-    frames = _sized_frames(source, index, size)
-    if start:  # the state an uninterrupted run had: the previous input frame and the previous output as written
+    if index > first:  # the state an uninterrupted run had: the previous input frame and its output as written
+        frames = _sized_frames(source, index - 1, size)
         previous_in = next(frames, None)
-        previous_out = to_tensor(io.read_image_frame(work / io.frame_name(start - 1), size))
-        index = start
+        previous_out = to_tensor(io.read_image_frame(work / io.frame_name(index - 1), size))
+    else:
+        index = warm
+        frames = _sized_frames(source, warm, size)
+
+    def finished() -> int:
+        return sum(1 for n in os.listdir(work) if n.startswith("frame_") and n.endswith(".png")) if shared else index
+
     done, began = 0, time.perf_counter()
     try:
         with progress_bar("{task.fields[rate]}", disable=not progress, transient=True) as bar:
-            task = bar.add_task("frames", total=max(source.count, start + 1), completed=start, rate="")
+            task = bar.add_task("frames", total=max(total, finished() + 1), completed=finished(), rate="")
             for frame in frames:
+                if end is not None and index >= end:
+                    break
                 content = to_tensor(frame)
                 extra, back = [], None
                 if temporal and previous_in is not None:
@@ -244,17 +293,19 @@ def _stylise_frames(source, work: Path, start: int, size, stylise, flow_fn, temp
                 if back is not None and not optimising:
                     image = blend(image, warped, mask, blend_weight)
                 image = quantised(image)
-                target = work / io.frame_name(index)
-                with atomic_path(target) as tmp:
-                    Image.fromarray(to_array(image)).save(tmp, format="PNG", compress_level=1)
+                if index >= first:
+                    with atomic_path(work / io.frame_name(index)) as tmp:
+                        Image.fromarray(to_array(image)).save(tmp, format="PNG", compress_level=1)
+                    done += 1
                 previous_in, previous_out = frame, image
-                index, done = index + 1, done + 1
-                bar.update(task, completed=index, total=max(source.count, index),
+                index += 1
+                count = finished()
+                bar.update(task, completed=count, total=max(total, count),
                            rate=f"{done / (time.perf_counter() - began):.2f} frames/s")
     except KeyboardInterrupt:
-        note(f"interrupted: {index} frame(s) are done in {work}; run the same command with --resume to continue")
+        note(f"interrupted: the finished frames are in {work}; run the same command with --resume to continue")
         raise
-    return index
+    return done
 
 
 def _assemble(work: Path, output: Path, kind: str, count: int, source, size, audio: bool, overwrite: bool) -> bool:

@@ -54,6 +54,13 @@ class FrameSource:
     def is_video(self) -> bool:
         return self.files is None
 
+    def exact_count(self) -> int:
+        """The number of frames, decoding a video through to count them."""
+        if self.files is not None:
+            return len(self.files)
+        with _av().open(str(self.path)) as container:
+            return sum(1 for _ in container.decode(container.streams.video[0]))
+
     def frames(self, start: int = 0) -> Iterator[np.ndarray]:
         """(H, W, 3) uint8 frames from index START on, all at the first frame's size."""
         if self.files is not None:
