@@ -239,6 +239,15 @@ def test_bad_inputs_give_one_line(tmp_path, tiny_model, run_cli):
     assert code == 2 and "unknown video format" in one_error_line(err)
 
 
+def test_a_failure_before_the_first_frame_leaves_no_work_folder(clip, tmp_path, run_cli):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_text("not a model")
+    out = tmp_path / "o.mp4"
+    code, _, err = run_cli("video", clip, "-o", out, "--method", "johnson", "--model", bad, "-q")
+    assert code == 1 and "bad.safetensors" in one_error_line(err)
+    assert not out.exists() and not work_folder(out).exists()
+
+
 def test_gatys_frames_start_from_the_warped_previous_output(tmp_path, tiny_weights):
     """With --init noise every frame on its own starts from fresh noise and flickers; with temporal consistency
     frames after the first start from the warped previous result and carry the temporal loss."""

@@ -205,6 +205,7 @@ def stylize_video(input: str | os.PathLike, styles: Iterable = (), output: str |
     job = {"world": world, "method": config_.method, "settings": {k: str(v) for k, v in sorted(merged.items())},
            "styles": [str(s) for s in styles], "plugins": names, "options": repr(options), "temporal": temporal,
            "blend": blend_weight, "temporal_weight": temporal_weight, "flow": flow, "flow_weights": flow_weights}
+    style_images = [as_tensor(s, note) for s in styles]  # read once (and checked before any work)
     work, start = work_folder(output), 0
     if rank == 0:
         start = _prepare_work(work, _manifest(source, size, job), resume, overwrite)
@@ -218,14 +219,18 @@ def stylize_video(input: str | os.PathLike, styles: Iterable = (), output: str |
         total = source.exact_count()
         first, end = total * rank // world, total * (rank + 1) // world
         warm = max(0, first - warmup_frames(temporal, optimising, blend_weight))
-    style_images = [as_tensor(s, note) for s in styles]  # read once, not for every frame
     call = dict(plugins=names, options=options, config=config, host=host, note=note, **{**merged, "size": long_side})
 
     def stylise(content: torch.Tensor, extra: list) -> torch.Tensor:
         return run(content, style_images, **{**call, "plugins": [*names, *objects, *extra]}).image
 
-    made = _stylise_frames(source, work, (first, end, warm, total), size, stylise, flow_fn, temporal, optimising,
-                           blend_weight, temporal_weight, progress and rank == 0, note, world > 1)
+    try:
+        made = _stylise_frames(source, work, (first, end, warm, total), size, stylise, flow_fn, temporal, optimising,
+                               blend_weight, temporal_weight, progress and rank == 0, note, world > 1)
+    except BaseException:
+        if world == 1 and _done_frames(work) == 0:  # failed before any frame (a bad model, a style): leave no trace
+            _clear_work(work)
+        raise
     if world > 1:
         dist.barrier()  # every rank's frames are written
         if rank != 0:
