@@ -16,22 +16,27 @@ from nst.core import colors
 from nst.core.devices import pick_device, torch_state_kept
 from nst.core.encoder import Encoder, load_vgg
 from nst.core.files import Outputs
-from nst.core.images import as_tensor, check_min_side, check_output_path, image_writer, resize_long_side, to_pil
+from nst.core.images import as_tensor, check_min_side, check_output_path, resize_long_side, to_pil
 from nst.errors import NSTError, UsageError, note_line
+from nst.core.planner import Plan
+from nst.core.printfile import check_depth, print_writer, read_extras
 from nst.host import PluginHost, default_host, plugins_for_call
+from nst.large import PLANNED, PlanReady
 from nst.observers import ProgressBar, Snapshots
 from nst.settings import Settings, make_settings
 
 
 @dataclass
 class Result:
-    """image: (1, 3, H, W) in [0, 1] on the CPU; summary: figures from the run and its plugins;
-    written: the files the run wrote (the output and any plugin's side outputs, then snapshots)."""
+    """image: (1, 3, H, W) in [0, 1] on the CPU (None with plan=True); summary: figures from the run and its
+    plugins; written: the files the run wrote (the output and any plugin's side outputs, then snapshots);
+    plan: the memory plan the method made (with plan=True the run stops there and writes nothing)."""
 
-    image: torch.Tensor
+    image: torch.Tensor | None
     summary: dict[str, Any] = field(default_factory=dict)
     snapshots: list[Path] = field(default_factory=list)
     written: list[Path] = field(default_factory=list)
+    plan: Plan | None = None
 
     def pil(self) -> Image.Image:
         return to_pil(self.image)
@@ -140,7 +145,9 @@ def run(content, styles: Iterable = (), *, plugins: Iterable[str | object] = (),
     outputs = Outputs(input_paths(content, styles, config_.model, config_.weights, options=options))
     if output is not None:
         outputs.reserve(check_output_path(output))
-    observers: list[object] = [ProgressBar()] if progress else []
+        check_depth(Path(output), config_.bit_depth)
+    bar = ProgressBar() if progress else None
+    observers: list[object] = [bar] if bar else []
     snapshots = None
     if config_.save_every:
         if output is None:
@@ -150,6 +157,9 @@ def run(content, styles: Iterable = (), *, plugins: Iterable[str | object] = (),
 
     with plugins_for_call(host, objects + observers) as added:
         method = host.method(config_.method)
+        if (config_.plan or config_.tile or config_.max_memory) and method.name not in PLANNED:
+            raise UsageError(f"method '{method.name}' does not plan its memory or tile; --plan, --tile and --max-memory "
+                             f"work with {', '.join(PLANNED)}")
         active = list(dict.fromkeys([method.plugin, *names, *added]))
         resolved = host.resolve_options(active, options)
         outputs.add_inputs(input_paths(options=resolved))
@@ -176,12 +186,44 @@ def run(content, styles: Iterable = (), *, plugins: Iterable[str | object] = (),
                              hooks=host.run_hooks(active, resolved), encoder_factory=make_encoder, weights=registry,
                              architectures=host.architectures(), outputs=outputs, note=note,
                              generator=torch.Generator().manual_seed(config_.seed))
-            image = _run_method(ctx, method)
+            if bar is not None:
+                ctx.on_tile = lambda done, total: bar.tile(ctx, done, total)
+            try:
+                image = _run_method(ctx, method)
+            except PlanReady as ready:
+                return Result(None, ctx.summary, plan=ready.plan)
     image = image.detach().float().cpu().clamp(0, 1)
     if output is not None:
-        outputs.add(output, image_writer(image, output))
+        record = run_record(config_, content, styles, names, {k: resolved[k] for k in active if resolved.get(k)})
+        outputs.add(output, print_writer(image, output, config_.bit_depth, read_extras(content), record))
     written = outputs.commit()
-    return Result(image, ctx.summary, snapshots.written if snapshots else [], written)
+    return Result(image, ctx.summary, snapshots.written if snapshots else [], written, ctx.plan)
+
+
+def run_record(settings: Settings, content, styles: list, plugins: list[str], options: dict) -> dict:
+    """What the output file records of its run (nst info, nst run --config-from): nst version, seed, every
+    setting, the plugins named and their options, the input files."""
+    from dataclasses import asdict
+
+    from nst import __version__
+
+    def name(image) -> str | None:
+        return str(Path(image).resolve()) if isinstance(image, (str, os.PathLike)) else None
+
+    values = {k: v for k, v in asdict(settings).items() if k != "plan"}
+    return {"version": __version__, "seed": settings.seed, "settings": values, "plugins": plugins,
+            "options": options, "content": name(content), "styles": [name(s) for s in styles]}
+
+
+def read_run_record(path: str | Path) -> dict:
+    """The record of the run that wrote PATH (see run_record); one NSTError when it has none."""
+    from nst.core.printfile import read_record
+
+    record = read_record(path)
+    if record is None or not isinstance(record.get("settings"), dict):
+        raise NSTError(f"{path}: holds no nst run record (written by another program, by an older nst, or in a "
+                       "format without metadata such as WebP or BMP)")
+    return record
 
 
 def _run_method(ctx: RunContext, method) -> torch.Tensor:

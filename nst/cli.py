@@ -22,10 +22,11 @@ RUN = "Run options"
 STYLE = "Style options"
 OPT = "Optimisation"
 PLUG = "Plugins and config"
+LARGE = "Large output"
 # defaults shown in --help (nst.settings.Settings holds the real ones; a test keeps them equal)
 D = dict(method="gatys", size=512, steps=300, content_weight=1.0, style_weight=5e-3, tv_weight=1e5, style_loss="gram",
          mmd_kernel="gaussian", style_scale=1.0, optimizer="lbfgs", lr=0.02, init="content", seed=0, scales=1,
-         preserve_colors="none", pooling="avg", weights="vgg19", device="auto", backend="auto")
+         preserve_colors="none", pooling="avg", weights="vgg19", device="auto", backend="auto", tile=0, bit_depth=8)
 CHOICE = dict(style_loss="gram|mmd|mrf", mmd_kernel="gaussian|linear|poly|meanstd", optimizer="lbfgs|adam",
               init="content|noise|style", preserve_colors="none|luminance|histogram", pooling="max|avg",
               backend="auto|torch|onnx")
@@ -92,8 +93,8 @@ def _respelled(exc, config: Path | None, flags: dict[str, Any]):
 
 @app.command(no_args_is_help=True)
 def run(
-    inputs: Annotated[list[Path], typer.Argument(help="CONTENT image, then one or more STYLE images (PNG, JPEG, TIFF, WebP).", show_default=False)],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output image; format from the suffix (.png .jpg .webp .tif). Written atomically, never over an input.", show_default=False)],
+    inputs: Annotated[Optional[list[Path]], typer.Argument(help="CONTENT image, then one or more STYLE images (PNG, JPEG, TIFF, WebP). With --config-from they may be left out: the recorded ones are used.", show_default=False)] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output image; format from the suffix (.png .jpg .webp .tif). Written atomically, never over an input. PNG and TIFF keep the content's alpha, JPEG/PNG/TIFF/WebP its ICC profile; PNG, TIFF and JPEG record the run (see `nst info`).", show_default=False)] = ...,
     method: Annotated[Optional[str], typer.Option(help=f"Transfer method, from the method registry (`nst plugins` shows providers). [default: {D['method']}]", rich_help_panel=RUN)] = None,
     size: Annotated[Optional[int], typer.Option(help=f"Long side of the output in pixels. [default: {D['size']}]", rich_help_panel=RUN)] = None,
     steps: Annotated[Optional[int], typer.Option(help=f"Optimisation steps at each scale. [default: {D['steps']}]", rich_help_panel=OPT)] = None,
@@ -120,9 +121,14 @@ def run(
     strength: Annotated[Optional[float], typer.Option(help="0..1. johnson: blend of stylised and content; arbitrary: interpolation from the content's own style vector to the painting's. [default: 1]", rich_help_panel=RUN)] = None,
     backend: Annotated[Optional[str], typer.Option(help=f"Feed-forward methods (johnson, arbitrary): onnx runs the network through onnxruntime (several times faster on a CPU), torch through PyTorch; auto = onnx on the CPU when installed. [{CHOICE['backend']}] [default: {D['backend']}]", rich_help_panel=RUN)] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="With a folder of inputs: replace results already in the output folder (refused otherwise).", rich_help_panel=RUN)] = False,
+    max_memory: Annotated[Optional[str], typer.Option(help="Memory budget for the run, e.g. 8GB or 512MB: larger images are computed in tiles that fit it (gatys, johnson, arbitrary). [default: the device's free memory less 10%]", rich_help_panel=LARGE)] = None,
+    tile: Annotated[Optional[int], typer.Option(help=f"Tile side in pixels (16 or more), instead of the planner's choice; 0 = planned. [default: {D['tile']}]", rich_help_panel=LARGE)] = None,
+    plan: Annotated[bool, typer.Option("--plan", help="Print the plan (scales, tiles, halo, estimated peak memory and time) and exit without running.", rich_help_panel=LARGE)] = False,
+    bit_depth: Annotated[Optional[int], typer.Option(help=f"Bits per channel of PNG and TIFF output: 8 or 16. [default: {D['bit_depth']}]", rich_help_panel=LARGE)] = None,
     plugin: Annotated[Optional[list[str]], typer.Option("--plugin", "-p", help="Plugin taking part in the run (repeatable).", rich_help_panel=PLUG)] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Plugin option PLUGIN.KEY=VALUE (repeatable); see `nst plugins show PLUGIN`.", rich_help_panel=PLUG)] = None,
     config: Annotated[Optional[Path], typer.Option(help="TOML file with the same keys as these flags (e.g. size = 768), `plugins = [..]` and [set.PLUGIN] tables. Flags win.", rich_help_panel=PLUG)] = None,
+    config_from: Annotated[Optional[Path], typer.Option(help="An image written by `nst run`: repeat its run (settings, seed, plugins and options, and its inputs unless given). Flags and --config win.", rich_help_panel=PLUG)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.", rich_help_panel=RUN)] = False,
 ) -> None:
     """Stylise CONTENT with one or more STYLE images and write OUTPUT.
@@ -136,10 +142,18 @@ def run(
                  tv_weight=tv_weight, style_loss=style_loss, mmd_kernel=mmd_kernel, style_blend=style_blend,
                  style_scale=style_scale, content_layers=content_layers, style_layers=style_layers, optimizer=optimizer,
                  lr=lr, init=init, seed=seed, scales=scales, preserve_colors=preserve_colors, pooling=pooling,
-                 weights=weights, device=device, save_every=save_every, model=model, strength=strength, backend=backend)
+                 weights=weights, device=device, save_every=save_every, model=model, strength=strength, backend=backend,
+                 max_memory=max_memory, tile=tile, plan=plan or None, bit_depth=bit_depth)
     call = dict(plugins=list(plugin or []), options=_parse_sets(set_ or []), config=config, note=note_line, **_texts(flags))
+    inputs = list(inputs or [])
+    if config_from is not None:
+        inputs = _repeat(config_from, inputs, call)
+    if len(inputs) < 1:
+        raise UsageError("give the CONTENT image (and STYLE images), or --config-from an image written by nst run")
     try:
         many = _expand_many(inputs[0])
+        if many is not None and plan:
+            raise UsageError("--plan takes one content image, not a folder or glob")
         if many is not None:
             _run_many(many, inputs[1:], output, overwrite, quiet, call)
             return
@@ -148,12 +162,41 @@ def run(
         result = run_api(inputs[0], inputs[1:], output=output, progress=not quiet, **call)
     except FieldError as exc:
         raise _respelled(exc, config, flags) from None
+    if result.image is None:  # --plan
+        typer.echo(result.plan.describe() if result.plan else f"method '{result.summary.get('method', '?')}' makes no plan")
+        return
     s = result.summary
     typer.echo(f"wrote {output} ({s.pop('size')}, {s.pop('seconds')} s on {s.pop('device')})")
     for path in result.written[1:]:
         typer.echo(f"wrote {path}")
     for key, value in s.items():
         typer.echo(f"  {key}: {value}")
+
+
+def _repeat(source: Path, inputs: list[Path], call: dict[str, Any]) -> list[Path]:
+    """Fill CALL from the run record in SOURCE (explicit flags, --set and --config stay on top); the recorded
+    inputs unless INPUTS are given."""
+    from nst.api import read_run_record
+    from nst.config import read_config
+
+    record = read_run_record(source)
+    recorded = {k: v for k, v in record["settings"].items() if k not in ("plan",)}
+    config = call.pop("config")
+    if config is not None:
+        recorded.update(read_config(config)[0])
+    for key, value in recorded.items():
+        call.setdefault(key, value)
+    for name, values in (record.get("options") or {}).items():
+        call["options"].setdefault(name, {}).update({k: v for k, v in values.items() if k not in call["options"][name]})
+    call["plugins"] = list(dict.fromkeys([*record.get("plugins", []), *call["plugins"]]))
+    if config is not None:
+        call["config"] = config
+    if inputs:
+        return inputs
+    recorded_inputs = [record.get("content"), *record.get("styles", [])]
+    if not all(isinstance(p, str) for p in recorded_inputs):
+        raise UsageError(f"{source}: its run did not read its inputs from files; give CONTENT and STYLE images")
+    return [Path(p) for p in recorded_inputs]
 
 
 def _expand_many(first: Path) -> list[Path] | None:
@@ -388,6 +431,25 @@ def plugins_show(name: Annotated[str, typer.Argument(help="Plugin name, as liste
         kind = type_name(opt.type) + (f" ({'|'.join(map(str, opt.choices))})" if opt.choices else "")
         table.add_row(f"{name}.{key}", kind, repr(opt.default), opt.help)
     console.print(table)
+
+
+@app.command("info", no_args_is_help=True)
+def info(image: Annotated[Path, typer.Argument(help="An image written by `nst run` (PNG, TIFF or JPEG).", show_default=False)]) -> None:
+    """Print the run an image was made by: nst version, seed, settings, plugins and options, input files."""
+    from nst.api import read_run_record
+
+    record = read_run_record(image)
+    typer.echo(f"nst {record.get('version', '?')}, seed {record.get('seed', '?')}")
+    typer.echo(f"content: {record.get('content') or '(not a file)'}")
+    for style in record.get("styles") or []:
+        typer.echo(f"style: {style or '(not a file)'}")
+    for name in record.get("plugins") or []:
+        typer.echo(f"plugin: {name}")
+    for plugin, values in (record.get("options") or {}).items():
+        for key, value in values.items():
+            typer.echo(f"set {plugin}.{key} = {value}")
+    for key, value in record["settings"].items():
+        typer.echo(f"{key} = {value}")
 
 
 @app.command("weights")

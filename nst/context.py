@@ -73,7 +73,9 @@ class RunContext:
     of weight sources; architectures: the registry of network architectures (name -> build(config));
     outputs: the files this run writes (nst.core.files.Outputs): a plugin writing files reserves their paths
     in nst_prepare (`ctx.outputs.reserve(path)`, checked against the inputs) and queues them with
-    `ctx.outputs.add(path, write)`, so they appear together with the result or not at all.
+    `ctx.outputs.add(path, write)`, so they appear together with the result or not at all. on_tile(done,
+    total): tiled work reports its tiles (within the current step) to the progress display, when there is one;
+    plan: the memory plan the method made (nst.core.planner.Plan), if any.
     """
 
     mode: str
@@ -95,6 +97,8 @@ class RunContext:
     batch: TrainBatch | None = None
     total_steps: int | None = None
     generator: torch.Generator | None = None
+    on_tile: Callable[[int, int], None] | None = None
+    plan: Any = None
     _encoder: "Encoder | None" = None
 
     def encoder(self) -> "Encoder":

@@ -19,15 +19,27 @@ class ProgressBar:
         self.unit, self.per_step = unit, per_step
         self._bar = None
         self._task = None
-        self._started, self._first = 0.0, 0
+        self._started, self._first, self._step = 0.0, 0, 0
 
-    @hookimpl
-    def nst_on_step(self, ctx, step, losses) -> None:
+    def _open(self, total, step: int) -> None:
         if self._bar is None:
             self._bar = progress_bar("{task.fields[losses]}")
             self._bar.start()
-            self._task = self._bar.add_task("", total=ctx.total_steps, losses="")
-            self._started, self._first = time.perf_counter(), step
+            self._task = self._bar.add_task("", total=total, losses="")
+            self._started, self._first, self._step = time.perf_counter(), step, 0
+
+    def tile(self, ctx, done: int, total: int) -> None:
+        """Tiled work: DONE of TOTAL tiles within the current step (or of the whole pass, for a method without
+        steps); the bar advances by fractions of a step, so its time estimate counts tiles."""
+        self._open(ctx.total_steps or total, 0)
+        label = ctx.settings.method + (f" {ctx.scale.size}px" if ctx.scale is not None else "")
+        completed = self._step + done / total if ctx.total_steps else done
+        self._bar.update(self._task, completed=completed, description=f"{label} tile {done}/{total}")
+
+    @hookimpl
+    def nst_on_step(self, ctx, step, losses) -> None:
+        self._open(ctx.total_steps, step)
+        self._step = step
         text = "  ".join(f"{k} {v:.3g}" for k, v in losses.items())
         if self.unit and step > self._first:
             text += f"  {(step - self._first) * self.per_step / (time.perf_counter() - self._started):.1f} {self.unit}/s"

@@ -8,6 +8,7 @@ from nst.core.encoder import LAYERS
 from nst.core.images import MAX_SIDE
 from nst.core.losses import STYLE_LOSSES
 from nst.core.onnxrun import BACKENDS
+from nst.core.planner import parse_bytes
 from nst.options import FieldError, check_range, parse_fields
 
 CHOICES = {
@@ -56,6 +57,10 @@ class Settings:
     model: str | None = None
     strength: float = 1.0
     backend: str = "auto"
+    max_memory: str | None = None  # e.g. "8GB"; None: the device's free memory less a margin
+    tile: int = 0  # tile cell side in px; 0: the planner decides
+    plan: bool = False  # print the plan and stop
+    bit_depth: int = 8  # 8 or 16 (PNG, TIFF)
 
     def validate(self) -> "Settings":
         """Checks choices and ranges; errors name the field (FieldError)."""
@@ -84,7 +89,18 @@ class Settings:
                 raise FieldError(name, f"unknown layer {', '.join(bad) or '(none given)'} (known: {', '.join(LAYERS)})")
         if self.style_blend is not None:
             check_range("style_blend", self.style_blend, 0, MAX_WEIGHT)
+        if self.tile != 0 and not 16 <= self.tile <= MAX_SIDE:
+            raise FieldError("tile", f"must be 0 (planned) or 16 to {MAX_SIDE} px, got {self.tile}")
+        if self.bit_depth not in (8, 16):
+            raise FieldError("bit_depth", f"must be 8 or 16, got {self.bit_depth}")
+        if self.max_memory is not None:
+            parse_bytes(self.max_memory)
         return self
+
+    @property
+    def memory_budget(self) -> int | None:
+        """max_memory in bytes, or None (the planner takes the device's free memory less a margin)."""
+        return None if self.max_memory is None else parse_bytes(self.max_memory)
 
 
 def make_settings(values: dict[str, Any]) -> Settings:

@@ -46,17 +46,22 @@ class _BudgetSpent(Exception):
     """Raised inside the closure when the step budget is used (L-BFGS may ask for more evaluations)."""
 
 
+LossAndGrad = Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]]
+
+
 def optimise(image: torch.Tensor, terms: list[LossTerm], encoder: Encoder, steps: int, optimizer: str = "lbfgs",
-             lr: float = 0.02, on_step: StepObserver | None = None) -> torch.Tensor:
+             lr: float = 0.02, on_step: StepObserver | None = None, history: int = 50,
+             loss_and_grad: LossAndGrad | None = None) -> torch.Tensor:
     """Minimise the sum of TERMS over the pixels of IMAGE (1, 3, H, W); returns the best image seen, in [0, 1].
 
     A step is one loss evaluation (one encoder forward + backward), so every step costs the same.
-    L-BFGS uses a strong-Wolfe line search on unconstrained pixels; Adam takes steps of size LR and
-    clamps after each.
+    L-BFGS (HISTORY pairs) uses a strong-Wolfe line search on unconstrained pixels; Adam takes steps of
+    size LR and clamps after each. LOSS_AND_GRAD(x) -> (total, parts, dL/dx) replaces the one-pass
+    evaluation (nst.core.tiled_gatys.TiledLoss computes it tile by tile).
     """
     x = image.detach().clone(memory_format=torch.contiguous_format).requires_grad_(True)  # L-BFGS views grads flat
     if optimizer == "lbfgs":
-        opt = torch.optim.LBFGS([x], lr=1.0, max_iter=steps, max_eval=steps, history_size=50, tolerance_grad=-1.0,
+        opt = torch.optim.LBFGS([x], lr=1.0, max_iter=steps, max_eval=steps, history_size=history, tolerance_grad=-1.0,
                                 tolerance_change=-1.0, line_search_fn="strong_wolfe")
     elif optimizer == "adam":
         opt = torch.optim.Adam([x], lr=lr)
@@ -69,10 +74,14 @@ def optimise(image: torch.Tensor, terms: list[LossTerm], encoder: Encoder, steps
         if done >= steps:
             raise _BudgetSpent
         opt.zero_grad(set_to_none=True)
-        total, parts = evaluate(terms, encoder, x)
+        if loss_and_grad is None:
+            total, parts = evaluate(terms, encoder, x)
+        else:
+            total, parts, x.grad = loss_and_grad(x.detach())
         if not torch.isfinite(total):
             raise NSTError("the optimisation diverged (non-finite loss); lower the loss weights or use --optimizer adam")
-        total.backward()
+        if loss_and_grad is None:
+            total.backward()
         done += 1
         if float(total.detach()) < best_loss:
             best, best_loss = x.detach().clone(), float(total.detach())

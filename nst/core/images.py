@@ -40,7 +40,7 @@ def _pil_to_array(img: Image.Image, name: str, note: Note) -> np.ndarray:
         return np.repeat(arr[..., None], 3, axis=2)
     has_alpha = img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
     if has_alpha:
-        note(f"{name}: transparency dropped (composited on white)")
+        note(f"{name}: transparency composited on white for the transfer (a content's alpha is put back on PNG, TIFF and WebP output)")
         rgba = img.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(white, rgba)

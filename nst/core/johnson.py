@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nst.core.files import atomic_path
+from nst.core.tiles import TileableNorm, instance_norm
 from nst.errors import NSTError
 
 FORMAT = "nst-johnson"
@@ -28,18 +29,25 @@ def _conv(c_in: int, c_out: int, k: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.ReflectionPad2d(k // 2), nn.Conv2d(c_in, c_out, k, stride))
 
 
+class InstanceNorm(TileableNorm, nn.InstanceNorm2d):
+    """nn.InstanceNorm2d (same parameters and state dict) that tiled inference can give whole-image statistics."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return instance_norm(self, x, self.eps, self.weight, self.bias)
+
+
 class ConvNormReLU(nn.Sequential):
     def __init__(self, c_in: int, c_out: int, k: int, stride: int = 1, upsample: bool = False) -> None:
         layers: list[nn.Module] = [nn.Upsample(scale_factor=2, mode="nearest")] if upsample else []
-        layers += [_conv(c_in, c_out, k, stride), nn.InstanceNorm2d(c_out, affine=True), nn.ReLU(inplace=True)]
+        layers += [_conv(c_in, c_out, k, stride), InstanceNorm(c_out, affine=True), nn.ReLU(inplace=True)]
         super().__init__(*layers)
 
 
 class Residual(nn.Module):
     def __init__(self, c: int) -> None:
         super().__init__()
-        self.body = nn.Sequential(_conv(c, c, 3), nn.InstanceNorm2d(c, affine=True), nn.ReLU(inplace=True),
-                                  _conv(c, c, 3), nn.InstanceNorm2d(c, affine=True))
+        self.body = nn.Sequential(_conv(c, c, 3), InstanceNorm(c, affine=True), nn.ReLU(inplace=True),
+                                  _conv(c, c, 3), InstanceNorm(c, affine=True))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)
@@ -66,7 +74,7 @@ class TransformerNet(nn.Module):
         return y[..., :h, :w]
 
 
-class StyleNorm(nn.Module):
+class StyleNorm(TileableNorm, nn.Module):
     """Conditional instance norm (Dumoulin et al. 2017): one (scale, shift) pair per style; a blend of styles
     uses the same blend of their pairs."""
 
@@ -77,7 +85,7 @@ class StyleNorm(nn.Module):
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """X (B, C, H, W); WEIGHTS (B, styles) blend weights."""
-        normed = F.instance_norm(x, eps=1e-5)
+        normed = instance_norm(self, x, 1e-5)
         return normed * (weights @ self.gamma)[..., None, None] + (weights @ self.beta)[..., None, None]
 
 

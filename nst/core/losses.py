@@ -5,7 +5,7 @@ Feature maps are (B, C, H, W); every loss returns a scalar tensor.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +15,27 @@ from nst.errors import NSTError, UsageError
 Features = dict[str, torch.Tensor]
 
 
+class CellView(Protocol):
+    """Where a tile's cell lies: cell(layer) in the maps of its window, whole(layer) in the whole image's maps
+    (pairs of slices (rows, columns); layer "image" for pixels), image_hw the whole image's (H, W)."""
+
+    image_hw: tuple[int, int]
+
+    def cell(self, layer: str) -> tuple[slice, slice]: ...
+
+    def whole(self, layer: str) -> tuple[slice, slice]: ...
+
+
+@dataclass
+class Tileable:
+    """How a term is computed tile by tile (nst.core.tiled_gatys): partial(features, image, view) -> {key: tensor}
+    sums over the tile's cell positions (the features and image of its window), and combine(sums) -> the term's
+    unweighted value from the sums over all cells. The term must equal combine(Σ partial) over a partition."""
+
+    partial: Callable[[Features, torch.Tensor, CellView], dict[str, torch.Tensor]]
+    combine: Callable[[dict[str, torch.Tensor]], torch.Tensor]
+
+
 @dataclass
 class LossTerm:
     """A named, weighted loss. `layers`: encoder layers it reads; `fn(features, image) -> scalar`.
@@ -22,6 +43,7 @@ class LossTerm:
     The engine runs the encoder once per step on the union of every term's layers and calls each
     term with the resulting dict and the image being optimised ((1, 3, H, W), RGB in [0, 1]).
     `source`: who contributed it (the host sets the plugin's name; empty for the core terms).
+    `tiled`: the same loss as sums over tiles (None: the term needs the whole image at once).
     """
 
     name: str
@@ -29,6 +51,7 @@ class LossTerm:
     fn: Callable[[Features, torch.Tensor], torch.Tensor]
     layers: tuple[str, ...] = field(default_factory=tuple)
     source: str = ""
+    tiled: Tileable | None = None
 
     def __call__(self, features: Features, image: torch.Tensor) -> torch.Tensor:
         return self.weight * self.fn(features, image)
@@ -153,14 +176,22 @@ def content_term(target: Features, layers: Iterable[str], weight: float) -> Loss
     def fn(feats: Features, _img: torch.Tensor) -> torch.Tensor:
         return sum(content_loss(feats[l], target[l]) for l in layers) / len(layers)
 
-    return LossTerm("content", weight, fn, layers)
+    def partial(feats: Features, _img: torch.Tensor, view: CellView) -> dict[str, torch.Tensor]:
+        return {l: 0.5 * (feats[l][(..., *view.cell(l))] - target[l][(..., *view.whole(l))]).pow(2).sum() for l in layers}
+
+    def combine(sums: dict[str, torch.Tensor]) -> torch.Tensor:
+        return sum(sums[l] / target[l].numel() for l in layers) / len(layers)
+
+    return LossTerm("content", weight, fn, layers, tiled=Tileable(partial, combine))
 
 
 def style_term(kind: str, styles: list[Features], blend: list[float], layers: Iterable[str], weight: float,
-               mmd_kernel: str = "gaussian", seed: int = 0, name: str = "style") -> LossTerm:
+               mmd_kernel: str = "gaussian", seed: int = 0, name: str = "style",
+               grams: list[Features] | None = None) -> LossTerm:
     """Style loss of KIND against several styles, Σ_i blend_i · mean over layers of loss(x, s_i).
 
-    For Gram this equals matching the blended Gram Σ_i blend_i A_i (up to a constant).
+    For Gram this equals matching the blended Gram Σ_i blend_i A_i (up to a constant). GRAMS: the styles'
+    Grams per layer (1, C, C), when computed elsewhere (tile by tile), instead of their features.
     """
     if kind not in STYLE_LOSSES:
         raise NSTError(f"unknown style loss '{kind}' (choose {', '.join(STYLE_LOSSES)})")
@@ -171,7 +202,7 @@ def style_term(kind: str, styles: list[Features], blend: list[float], layers: It
             raise NSTError(f"MRF style loss: the style image is too small at layer {small[0]} (needs 3x3 features); raise --style-scale or --size")
         targets = [{l: extract_patches(s[l]) for l in layers} for s in styles]
     elif kind == "gram":
-        targets = [{l: gram_matrix(s[l]) for l in layers} for s in styles]
+        targets = grams if grams is not None else [{l: gram_matrix(s[l]) for l in layers} for s in styles]
     else:
         targets = [{l: s[l] for l in layers} for s in styles]
     generator = torch.Generator().manual_seed(seed)
@@ -189,11 +220,48 @@ def style_term(kind: str, styles: list[Features], blend: list[float], layers: It
             total = total + w * sum(one(feats[l], target[l]) for l in layers) / len(layers)
         return total
 
-    return LossTerm(name, weight, fn, layers)
+    return LossTerm(name, weight, fn, layers, tiled=gram_tiled(targets, blend, layers) if kind == "gram" else None)
+
+
+def gram_sums(f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(1, C, h, w) -> (Σ f fᵀ (1, C, C), number of positions): the Gram of a part of an image, unnormalised."""
+    flat = f.reshape(f.shape[0], f.shape[1], -1)
+    return flat @ flat.transpose(1, 2), f.new_tensor(float(flat.shape[-1]))
+
+
+def gram_tiled(targets: list[dict[str, torch.Tensor]], blend: list[float], layers: tuple[str, ...]) -> Tileable:
+    """The Gram style loss as sums over tiles: the whole image's Gram is Σ_cells F Fᵀ / Σ_cells positions."""
+
+    def partial(feats: Features, _img: torch.Tensor, view: CellView) -> dict[str, torch.Tensor]:
+        out = {}
+        for l in layers:
+            out[l], out[l + "#n"] = gram_sums(feats[l][(..., *view.cell(l))])
+        return out
+
+    def combine(sums: dict[str, torch.Tensor]) -> torch.Tensor:
+        total = 0.0
+        for w, target in zip(blend, targets):
+            per_layer = [(sums[l] / sums[l + "#n"] - target[l]).pow(2).sum() / (4 * target[l].shape[-1] ** 2)
+                         for l in layers]
+            total = total + w * sum(per_layer) / len(layers)
+        return total
+
+    return Tileable(partial, combine)
 
 
 def tv_term(weight: float) -> LossTerm:
-    return LossTerm("tv", weight, lambda _f, img: tv_loss(img), ())
+    def partial(_feats: Features, img: torch.Tensor, view: CellView) -> dict[str, torch.Tensor]:
+        (rows, cols), (whole_rows, whole_cols), (h, w) = view.cell("image"), view.whole("image"), view.image_hw
+        down = img[..., rows.start:rows.stop + (whole_rows.stop < h), cols]  # the next row lies in the halo
+        right = img[..., rows, cols.start:cols.stop + (whole_cols.stop < w)]
+        dh, dw = down[..., 1:, :] - down[..., :-1, :], right[..., :, 1:] - right[..., :, :-1]
+        return {"h": dh.pow(2).sum(), "w": dw.pow(2).sum(), "nh": img.new_tensor(float(dh.numel())),
+                "nw": img.new_tensor(float(dw.numel()))}
+
+    def combine(sums: dict[str, torch.Tensor]) -> torch.Tensor:
+        return sums["h"] / sums["nh"].clamp_min(1) + sums["w"] / sums["nw"].clamp_min(1)
+
+    return LossTerm("tv", weight, lambda _f, img: tv_loss(img), (), tiled=Tileable(partial, combine))
 
 
 def merge_terms(core: list[LossTerm], extra: list[LossTerm]) -> list[LossTerm]:
@@ -250,4 +318,23 @@ def guided_style_term(targets: list[list[dict[str, torch.Tensor]]], masks: dict[
                     total = total + b * w * guided_gram_loss(feats[l], masks[l][:, r:r + 1], target[l]) / len(layers)
         return total
 
-    return LossTerm(name, weight, fn, layers)
+    def partial(feats: Features, _img: torch.Tensor, view: CellView) -> dict[str, torch.Tensor]:
+        out = {}
+        for l in layers:
+            f, m = feats[l][(..., *view.cell(l))], masks[l][(..., *view.whole(l))]
+            flat, weights = f.reshape(1, f.shape[1], -1), m.reshape(1, m.shape[1], 1, -1)
+            out[l] = (flat[:, None] * weights) @ flat.transpose(1, 2)[:, None]  # (1, K, C, C): Σ m f fᵀ per region
+            out[l + "#m"] = m.sum((2, 3))  # (1, K)
+        return out
+
+    def combine(sums: dict[str, torch.Tensor]) -> torch.Tensor:
+        total = 0.0
+        for b, per_region in zip(blend, targets):
+            for r, (w, target) in enumerate(zip(region_weights, per_region)):
+                for l in layers:
+                    gram = sums[l][:, r] / sums[l + "#m"][:, r].clamp_min(1e-8)
+                    n = target[l].shape[-1]
+                    total = total + b * w * (gram - target[l]).pow(2).sum() / (4 * n * n) / len(layers)
+        return total
+
+    return LossTerm(name, weight, fn, layers, tiled=Tileable(partial, combine))

@@ -3,15 +3,14 @@ from __future__ import annotations
 
 import torch
 
+from nst import large
 from nst.context import RunContext, Scale, ScaleState
 from nst.core import gatys
-from nst.core.devices import check_memory
 from nst.core.images import MIN_SCALE_SIDE, check_min_side, resize, resize_long_side
 from nst.core.losses import content_term, merge_terms, style_term, tv_term
+from nst.core.tiled_gatys import TiledLoss, tiled_features, tiled_grams
+from nst.errors import UsageError
 from nst.hookspecs import hookimpl
-
-
-BYTES_PER_PIXEL = 4096  # VGG19 activations and gradients up to relu5_1 (measured: ~3.1 kB per px at 512 px)
 
 
 def default_schedule(ctx: RunContext) -> list[Scale]:
@@ -19,17 +18,25 @@ def default_schedule(ctx: RunContext) -> list[Scale]:
     return [Scale(size, s.steps) for size in gatys.scale_sizes(s.size, s.scales)]
 
 
-def core_terms(ctx: RunContext, encoder) -> list:
-    """Content, style (blended over the styles) and TV terms for the current scale."""
+def core_terms(ctx: RunContext, encoder, cell: int = 0) -> list:
+    """Content, style (blended over the styles) and TV terms for the current scale; with CELL > 0 the
+    targets are computed in tiles of that size (the style's Grams as sums over tiles)."""
     s, state = ctx.settings, ctx.scale
+    if cell and s.style_loss != "gram":
+        raise UsageError(f"style loss '{s.style_loss}'{' (' + s.mmd_kernel + ')' if s.style_loss == 'mmd' else ''} "
+                         "cannot be computed in tiles (MMD samples positions of the whole image at random, MRF matches "
+                         "patches against all style patches); use --style-loss gram, or raise --max-memory")
     with torch.no_grad():
-        target = encoder(state.content, s.content_layers)
-        style_feats = [encoder(img, s.style_layers) for img in state.styles]
-    return [
-        content_term(target, s.content_layers, s.content_weight),
-        style_term(s.style_loss, style_feats, ctx.style_weights, s.style_layers, s.style_weight, s.mmd_kernel, s.seed),
-        tv_term(s.tv_weight),
-    ]
+        if cell:
+            target = tiled_features(encoder, state.content, s.content_layers, cell)
+            grams = [tiled_grams(encoder, img, s.style_layers, cell) for img in state.styles]
+            style = style_term("gram", [], ctx.style_weights, s.style_layers, s.style_weight, grams=grams)
+        else:
+            target = encoder(state.content, s.content_layers)
+            style_feats = [encoder(img, s.style_layers) for img in state.styles]
+            style = style_term(s.style_loss, style_feats, ctx.style_weights, s.style_layers, s.style_weight,
+                               s.mmd_kernel, s.seed)
+    return [content_term(target, s.content_layers, s.content_weight), style, tv_term(s.tv_weight)]
 
 
 def run(ctx: RunContext) -> torch.Tensor:
@@ -38,10 +45,10 @@ def run(ctx: RunContext) -> torch.Tensor:
     schedule = ctx.hooks.schedule(ctx) or default_schedule(ctx)
     ctx.total_steps = sum(scale.steps for scale in schedule)
     h, w = ctx.content.shape[-2:]
-    largest = max(scale.size for scale in schedule) / max(h, w)
-    check_memory(BYTES_PER_PIXEL * h * w * largest ** 2, f"a gatys run at {max(h, w) * largest:.0f} px", ctx.device,
-                 "use a smaller size")
     encoder = ctx.encoder()
+    sizes = [(*scale_shape(h, w, scale.size), scale.steps) for scale in schedule]
+    plan = large.plan_gatys(ctx, sizes, encoder, sorted(set(s.content_layers) | set(s.style_layers)))
+    large.announce(ctx, plan)
     x, done = None, 0
     for index, scale in enumerate(schedule):
         content = resize_long_side(ctx.content, scale.size) if scale.size != max(ctx.content.shape[-2:]) else ctx.content
@@ -51,7 +58,6 @@ def run(ctx: RunContext) -> torch.Tensor:
                                  "raise style_scale, or use fewer scales or a less elongated style", MIN_SCALE_SIDE)
                   for i, img in enumerate(ctx.styles)]
         ctx.scale = ScaleState(index, scale.size, content, styles)
-        terms = merge_terms(core_terms(ctx, encoder), ctx.hooks.losses(ctx, encoder))
         if x is None and "gatys.init" in ctx.guides:  # a plugin's start image (nst video: the warped previous frame)
             x = resize(ctx.guides["gatys.init"], tuple(content.shape[-2:]))
         elif x is None:
@@ -62,9 +68,27 @@ def run(ctx: RunContext) -> torch.Tensor:
         def observe(step: int, image: torch.Tensor, losses: dict[str, float], offset: int = done) -> None:
             ctx.hooks.on_step(ctx, offset + step, image, losses)
 
-        x = gatys.optimise(x, terms, encoder, scale.steps, s.optimizer, s.lr, observe)
+        cell = plan.scales[index].cell
+        while True:  # on CUDA out-of-memory: the scale again from its start, in smaller tiles
+            try:
+                terms = merge_terms(core_terms(ctx, encoder, cell), ctx.hooks.losses(ctx, encoder))
+                tiled = TiledLoss(terms, encoder, tuple(content.shape[-2:]), cell, on_tile=ctx.on_tile) if cell else None
+                x = gatys.optimise(x, terms, encoder, scale.steps, s.optimizer, s.lr, observe, plan.history, tiled)
+                break
+            except torch.cuda.OutOfMemoryError:
+                if ctx.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                before, cell = cell, large.smaller(cell, *content.shape[-2:])
+                ctx.note(f"CUDA ran out of memory at {scale.size} px with "
+                         f"{f'{before} px tiles' if before else 'the whole image'}; continuing with {cell} px tiles")
         done += scale.steps
     return resize(x, tuple(ctx.content.shape[-2:]))
+
+
+def scale_shape(h: int, w: int, size: int) -> tuple[int, int]:
+    """(h, w) of an (H, W) image resized to SIZE on its long side (as resize_long_side does)."""
+    k = size / max(h, w)
+    return max(1, round(h * k)), max(1, round(w * k))
 
 
 @hookimpl

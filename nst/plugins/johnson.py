@@ -11,8 +11,8 @@ from typing import Any
 
 import torch
 
+from nst import large
 from nst.context import RunContext
-from nst.core.devices import check_memory
 from nst.core.johnson import MultiStyleNet, blend, johnson_from_config, load_model, multistyle_from_config
 from nst.core.onnxrun import onnx_runner, pick_backend
 from nst.core.weights import WeightSource
@@ -108,9 +108,6 @@ def run(ctx: RunContext) -> torch.Tensor:
     net, info = cached_model(ctx)
     about = info.get("about") or f"style {info.get('style', '?')}, {info.get('steps', '?')} steps"
     ctx.summary.setdefault("model", f"{Path(ctx.settings.model).name} ({about})")
-    width = getattr(net, "config", {}).get("width", 32)
-    check_memory(BYTES_PER_PIXEL * ctx.content[0, 0].numel() * width / 32, f"the network at {ctx.settings.size} px",
-                 ctx.device, "use a smaller size")
     inputs = ctx.hooks.network_inputs(ctx, net)
     for name, default in getattr(net, "inputs", {}).items():  # inputs a non-Johnson architecture takes
         if name not in inputs:
@@ -118,7 +115,14 @@ def run(ctx: RunContext) -> torch.Tensor:
     style = chosen_style(ctx, net, info)
     if style is not None:
         inputs["style"] = style.to(ctx.device)
-    backend = pick_backend(ctx.settings.backend, ctx.device, supported=set(inputs) <= {"style"} and not getattr(net, "inputs", None))
+    width = getattr(net, "config", {}).get("width", 32)
+    plan, _ = large.plan_network(ctx, net, lambda x: net(x, **inputs), BYTES_PER_PIXEL * width / 32)
+    large.announce(ctx, plan)
+    tiled = bool(plan.scales[0].cell)
+    if tiled:
+        large.check_tileable(inputs)
+    backend = pick_backend(ctx.settings.backend, ctx.device, supported=set(inputs) <= {"style"} and not tiled
+                           and not getattr(net, "inputs", None))
     ctx.summary.setdefault("backend", backend)
     if backend == "onnx":
         axes = {0: "batch", 2: "height", 3: "width"}
@@ -126,8 +130,7 @@ def run(ctx: RunContext) -> torch.Tensor:
         example = tuple([ctx.content[:, :, :64, :64], *inputs.values()])
         stylised = onnx_runner(net, example, names, {"image": axes, "output": axes})(*args)
     else:
-        with torch.inference_mode():
-            stylised = net(ctx.content, **inputs)
+        stylised = large.run_network(ctx, net, lambda window, _tile: net(window, **inputs), plan)
     return blend(stylised.to(ctx.device), ctx.content, ctx.settings.strength).clamp(0, 1)
 
 

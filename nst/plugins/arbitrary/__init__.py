@@ -15,8 +15,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from nst import large
 from nst.context import RunContext
-from nst.core.devices import check_memory
 from nst.core.images import resize
 from nst.core.onnxrun import onnx_runner, pick_backend
 from nst.core.weights import WeightSource
@@ -102,26 +102,36 @@ def feather(masks: torch.Tensor, fraction: float) -> torch.Tensor:
 
 
 def run(ctx: RunContext) -> torch.Tensor:
-    """One forward pass at the content's full resolution."""
-    h, w = ctx.content.shape[-2:]
-    check_memory(BYTES_PER_PIXEL * h * w, f"the arbitrary-style network at {max(h, w)} px", ctx.device, "use a smaller size")
+    """One forward pass at the content's full resolution, or tile by tile when the plan says so."""
     predictor, transformer = networks(ctx)
     semantic = "semantic.content" in ctx.guides
-    backend = pick_backend(ctx.settings.backend, ctx.device, supported=not semantic)  # region masks: torch only
-    ctx.summary.setdefault("backend", backend)
     with torch.inference_mode():
         if semantic:
             vectors, masks = region_vectors(ctx, predictor)
             ctx.summary["arbitrary"] = f"{vectors.shape[0]} region style vectors (semantic)"
-            return transformer(ctx.content, vectors, masks)
-        vector = style_vectors(ctx, predictor)
+        else:
+            vectors, masks = style_vectors(ctx, predictor), None
+    plan, _ = large.plan_network(ctx, transformer, lambda x: transformer(x, vectors[:1]), BYTES_PER_PIXEL)
+    large.announce(ctx, plan)
+    tiled = bool(plan.scales[0].cell)
+    backend = pick_backend(ctx.settings.backend, ctx.device, supported=not semantic and not tiled)  # masks, tiles: torch
+    ctx.summary.setdefault("backend", backend)
     if backend == "onnx":
         axes = {0: "batch", 2: "height", 3: "width"}
-        run_onnx = onnx_runner(transformer, (ctx.content[:, :, :64, :64], vector), ["image", "style"],
+        run_onnx = onnx_runner(transformer, (ctx.content[:, :, :64, :64], vectors), ["image", "style"],
                                {"image": axes, "output": axes})
-        return run_onnx(ctx.content, vector).to(ctx.device)
-    with torch.inference_mode():
-        return transformer(ctx.content, vector)
+        return run_onnx(ctx.content, vectors).to(ctx.device)
+    if masks is not None:
+        h, w = masks.shape[-2:]
+        masks = F.pad(masks, (0, (-w) % 4, 0, (-h) % 4), mode="replicate")  # as the transformer pads them
+
+    def forward(window: torch.Tensor, tile) -> torch.Tensor:
+        if masks is None:
+            return transformer(window, vectors)
+        y0, y1, x0, x1 = tile.window
+        return transformer(window, vectors, masks[..., y0:y0 + window.shape[-2], x0:x0 + window.shape[-1]])
+
+    return large.run_network(ctx, transformer, forward, plan)
 
 
 @hookimpl

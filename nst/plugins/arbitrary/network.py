@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nst.core.tiles import TileableNorm
 from nst.errors import NSTError
 
 STYLE_DIM = 100
@@ -84,7 +85,7 @@ class StylePredictor(nn.Module):
         return self.out(pooled).flatten(1)
 
 
-class ConditionalNorm(nn.Module):
+class ConditionalNorm(TileableNorm, nn.Module):
     """Instance norm whose per-channel scale and shift are linear functions of the style vector."""
 
     def __init__(self, channels: int) -> None:
@@ -94,8 +95,11 @@ class ConditionalNorm(nn.Module):
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, masks: torch.Tensor | None = None) -> torch.Tensor:
         """X (B, C, h, w); STYLE (B, 100), or (K, 100) with MASKS (B, K, H, W) summing to 1 (one vector per region)."""
-        mean = x.mean((2, 3), keepdim=True)
-        normed = (x - mean) * torch.rsqrt(x.var((2, 3), unbiased=False, keepdim=True) + EPS)
+        if self.tile_norm is not None:  # tiled inference: the whole image's statistics
+            normed = self.tile_norm(x, EPS)
+        else:
+            mean = x.mean((2, 3), keepdim=True)
+            normed = (x - mean) * torch.rsqrt(x.var((2, 3), unbiased=False, keepdim=True) + EPS)
         gamma, beta = self.scale(style), self.shift(style)
         if masks is None:
             return normed * gamma[..., None, None] + beta[..., None, None]

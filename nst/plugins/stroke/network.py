@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nst.core.johnson import ConvNormReLU, Residual, _conv
+from nst.core.johnson import ConvNormReLU, InstanceNorm, Residual, _conv
 from nst.options import FieldError
 
 MAX_BRANCHES = 6
@@ -80,8 +80,8 @@ class DilatedResidual(nn.Module):
         def conv() -> nn.Conv2d:
             return nn.Conv2d(c, c, 3, padding=dilation, dilation=dilation, padding_mode="replicate")
 
-        self.body = nn.Sequential(conv(), nn.InstanceNorm2d(c, affine=True), nn.ReLU(inplace=True),
-                                  conv(), nn.InstanceNorm2d(c, affine=True))
+        self.body = nn.Sequential(conv(), InstanceNorm(c, affine=True), nn.ReLU(inplace=True),
+                                  conv(), InstanceNorm(c, affine=True))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)
