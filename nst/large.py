@@ -16,7 +16,7 @@ from nst.core import planner, tiles
 from nst.core.devices import available_memory
 from nst.errors import NSTError, UsageError
 
-BASE_BYTES = 350 * 2 ** 20  # interpreter, torch and libraries, resident before any work (measured: 330-380 MB)
+BASE_BYTES = 780 * 2 ** 20  # interpreter, torch, onnx and the other libraries a run imports (measured: 780-900 MB RSS)
 NETWORK_IMAGE_BYTES = 64  # per output pixel: the content at full size, padded copy, result, blend, 8-bit copy
 OVERLAP = 16  # feathered blend across cell borders, px
 PLANNED = ("gatys", "johnson", "arbitrary")  # the methods that plan their memory (and stop at --plan)

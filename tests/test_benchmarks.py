@@ -19,6 +19,7 @@ BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
     ("johnson.py", ["--stroke", "--sizes", "32", "--widths", "8", "--runs", "1"], "| nst StrokePyramid (torch) | 8 |"),
     ("fast.py", ["--sizes", "64", "--runs", "1", "--limit", "1", "--metric", "none"], "| 64 | nst arbitrary (onnx) |"),
     ("styles.py", ["--counts", "1", "2", "--steps", "2", "--size", "32"], "| 2 |"),
+    ("large.py", ["--methods", "gatys", "arbitrary", "--sizes", "64", "--steps", "2", "--tile", "32"], "| gatys | cpu | 64x42 | 4 | 32 |"),
     ("video.py", ["--size", "64", "--frames", "3", "--gatys-size", "32", "--gatys-steps", "2", "--gatys-frames", "2"],
      "| johnson | 64 | 3 | yes |"),
 ])
