@@ -51,18 +51,22 @@ def announce(ctx: RunContext, plan: planner.Plan) -> None:
 
 
 def network_seconds(forward: Callable[[torch.Tensor], torch.Tensor], device: torch.device) -> float:
-    """Seconds per input pixel of one forward, timed on a 128×128 probe after a warm-up (so a loaded machine
-    estimates honestly)."""
+    """Seconds per input pixel of one forward: the slope between a 256 and a 512 px probe after a warm-up (fixed
+    per-call costs and small-image inefficiency left out; timed now, so a loaded machine estimates honestly)."""
     import time
 
-    with torch.inference_mode():
-        forward(torch.rand(1, 3, 64, 64, device=device))
-        probe = torch.rand(1, 3, 128, 128, device=device)
+    def timed(side: int) -> float:
+        probe = torch.rand(1, 3, side, side, device=device)
         start = time.perf_counter()
         forward(probe)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-    return (time.perf_counter() - start) / probe[0, 0].numel()
+        return time.perf_counter() - start
+
+    with torch.inference_mode():
+        timed(64)
+        small, large = timed(256), timed(512)
+    return max(large - small, 0.25 * large) / (512 * 512 - 256 * 256)
 
 
 def plan_network(ctx: RunContext, net: nn.Module, forward: Callable[[torch.Tensor], torch.Tensor],
@@ -71,11 +75,15 @@ def plan_network(ctx: RunContext, net: nn.Module, forward: Callable[[torch.Tenso
     pixel of a window, inference only."""
     h, w = ctx.content.shape[-2:]
     weights = sum(p.numel() * p.element_size() for p in net.parameters())
-    costs = planner.Costs(BASE_BYTES + weights, NETWORK_IMAGE_BYTES, window_bytes, network_seconds(forward, ctx.device))
+    costs = planner.Costs(BASE_BYTES + weights, NETWORK_IMAGE_BYTES, window_bytes, 0.0)
     norms = len(tiles.norm_layers(net))
     halo = tiles.receptive_radius(net) + OVERLAP
     scale = planner.plan_scale(h, w, 0, costs, budget(ctx), halo, 4, 1.0, ctx.settings.tile, tiled_work=1 + norms / 2)
-    return planner.Plan(ctx.settings.method, str(ctx.device), budget(ctx), [scale]), norms
+    s = ctx.settings
+    if scale.cell or s.plan or s.max_memory is not None or s.tile:  # the plan is shown: time it (about a second)
+        costs = planner.Costs(costs.base, costs.image, costs.window, network_seconds(forward, ctx.device))
+        scale = planner.plan_scale(h, w, 0, costs, budget(ctx), halo, 4, 1.0, s.tile, tiled_work=1 + norms / 2)
+    return planner.Plan(s.method, str(ctx.device), budget(ctx), [scale]), norms
 
 
 def check_tileable(inputs: dict) -> None:

@@ -132,8 +132,8 @@ def plan_scale(h: int, w: int, steps: int, costs: Costs, budget: float, halo: in
     else:
         room = (budget - whole) / costs.window
         if room < (MIN_CELL + 2 * halo) ** 2:
-            raise NSTError(f"{w}x{h} px does not fit in {budget / GB:.2f} GB even in {MIN_CELL} px tiles (the whole-"
-                           f"image buffers alone take ~{whole / GB:.2f} GB); raise --max-memory or lower --size")
+            raise NSTError(f"{w}x{h} px needs about {whole / GB:.1f} GB for its whole-image buffers alone, more than "
+                           f"the {budget / GB:.1f} GB budget leaves for {MIN_CELL} px tiles; raise --max-memory or lower --size")
         cell = int(math.sqrt(room)) - 2 * halo
         cell = max(MIN_CELL, cell // align * align)
         if cell >= max(h, w):
