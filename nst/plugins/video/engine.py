@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 
 from nst.core.files import Outputs, atomic_path, check_writable, same_file
+from nst.core.devices import pick_device
 from nst.core.images import as_tensor, resize_long_side
 from nst.errors import NSTError, UsageError, note_line
 from nst.plugins.video import io
@@ -197,11 +198,11 @@ def stylize_video(input: str | os.PathLike, styles: Iterable = (), output: str |
               *([config_.model] if config_.model else [])]
     _check_paths(source, output, kind, inputs, overwrite)
     size, long_side = _frame_size(source, merged.get("size") and config_.size)
-    flow_fn = estimator(flow, host.weights(), flow_weights, torch.device("cpu"))  # also measures the flicker
     optimising = config_.method in OPTIMISING
     rank, world = _distributed()
     if world > 1 and torch.cuda.is_available() and str(merged.get("device", "auto")) in ("auto", "cuda"):
         merged["device"] = f"cuda:{os.environ.get('LOCAL_RANK', rank)}"  # one GPU per process
+    flow_fn = estimator(flow, host.weights(), flow_weights, pick_device(str(merged.get("device", "auto"))))
     job = {"world": world, "method": config_.method, "settings": {k: str(v) for k, v in sorted(merged.items())},
            "styles": [str(s) for s in styles], "plugins": names, "options": repr(options), "temporal": temporal,
            "blend": blend_weight, "temporal_weight": temporal_weight, "flow": flow, "flow_weights": flow_weights}
