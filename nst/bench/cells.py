@@ -68,26 +68,31 @@ def _reset_peak(device: str) -> None:
         Path("/proc/self/clear_refs").write_text("5")
 
 
+def _proc_mb(key: str) -> float | None:
+    """The KEY line (VmRSS, VmHWM) of /proc/self/status in MB; None where there is no such file (not Linux)."""
+    with contextlib.suppress(OSError, StopIteration):
+        line = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith(key))
+        return int(line.split()[1]) / 1024
+    return None
+
+
 def _peak_mb(device: str) -> float:
     if device.startswith("cuda"):
         return torch.cuda.max_memory_allocated(device) / 2 ** 20
-    with contextlib.suppress(OSError, StopIteration):
-        line = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith("VmHWM"))
-        return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _proc_mb("VmHWM")
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _now_mb(device: str) -> float:
     if device.startswith("cuda"):
         return torch.cuda.memory_allocated(device) / 2 ** 20
-    with contextlib.suppress(OSError, StopIteration):
-        line = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith("VmRSS"))
-        return int(line.split()[1]) / 1024
-    return float("nan")
+    now = _proc_mb("VmRSS")
+    return now if now is not None else float("nan")
 
 
-def measured(device: str, fn: Callable[[], Any]) -> tuple[float, float, Any]:
-    """(seconds, peak MB, result) of FN() on DEVICE; the peak's increase over the start is in LAST_ADDED_MB."""
+def measured(device: str, fn: Callable[[], Any]) -> tuple[float, dict[str, float], Any]:
+    """(seconds, {"peak_mb", "added_mb"}, result) of FN() on DEVICE: the peak memory during the call, and its
+    increase over the memory in use when the call began."""
     _reset_peak(device)
     before = _now_mb(device)
     start = time.perf_counter()
@@ -95,11 +100,7 @@ def measured(device: str, fn: Callable[[], Any]) -> tuple[float, float, Any]:
     if device.startswith("cuda"):
         torch.cuda.synchronize(device)
     seconds, peak = time.perf_counter() - start, _peak_mb(device)
-    LAST_ADDED_MB[0] = max(0.0, peak - before)
-    return seconds, peak, result
-
-
-LAST_ADDED_MB = [float("nan")]
+    return seconds, {"peak_mb": peak, "added_mb": max(0.0, peak - before)}, result
 
 
 class Bench:
@@ -138,14 +139,14 @@ class Bench:
         rec = Recorder(self.device)
         steps = self.plan.train_steps * styles
         plugins: list = [rec] + (["stroke"] if arch == "stroke" else [])
-        seconds, peak, _ = measured(self.device, lambda: nst.train(
+        seconds, memory, _ = measured(self.device, lambda: nst.train(
             [str(p) for p in paths] if styles > 1 else str(paths[0]), self.photos_dir, out, plugins=plugins,
             steps=steps, size=self.plan.train_size, batch_size=4, workers=0, device=self.device, note=_quiet,
             weights=self.plan.weights,
             overwrite=True, checkpoint_every=max(1, steps)))
         sps = rec.seconds_per_step()
         curve = rec.curve()
-        row = {"arch": arch, "styles": styles, "steps": steps, "seconds": seconds, "peak_mb": peak,
+        row = {"arch": arch, "styles": styles, "steps": steps, "seconds": seconds, **memory,
                "s_per_step": sps, "images_per_s": 4 / sps if sps else None, "model_mb": out.stat().st_size / 2 ** 20,
                "curve": curve, "seconds_to_half_style": _time_to_half(rec, "style")}
         x = torch.rand(1, 3, self.plan.grid_size, self.plan.grid_size)
@@ -160,12 +161,11 @@ class Bench:
         rec = Recorder(self.device)
         model = self.model(method, 1) if method in ("johnson", "stroke") else None  # the one-style network
         if method in ("gatys", "analogy"):
-            seconds, peak, _ = measured(self.device, lambda: self._run(method, photo, [style], size, plugins=[rec]))
+            seconds, memory, _ = measured(self.device, lambda: self._run(method, photo, [style], size, plugins=[rec]))
         else:
             self._run(method, photo, [style], size, model=model)  # warm-up
-            seconds, peak, _ = measured(self.device, lambda: self._run(method, photo, [style], size, model=model))
-        added = LAST_ADDED_MB[0]
-        return {"method": method, "size": size, "seconds": seconds, "peak_mb": peak, "added_mb": added,
+            seconds, memory, _ = measured(self.device, lambda: self._run(method, photo, [style], size, model=model))
+        return {"method": method, "size": size, "seconds": seconds, **memory,
                 "s_per_step": rec.seconds_per_step() if method == "gatys" else None,
                 "steps": self.plan.steps if method == "gatys" else None,
                 "forward_ms": self._forward_ms(model, size) if model else None}
@@ -191,8 +191,8 @@ class Bench:
         out = self.work / f"text-{size}.png"
         args = ["text", "--source", str(source), "--styled", str(styled), "--text", "Ab", "--size", str(size),
                 "-o", str(out), "--device", self.device, "-q"]
-        seconds, peak, _ = measured(self.device, lambda: _cli(args + (["--overwrite"] if out.exists() else [])))
-        return {"method": "text", "size": size, "seconds": seconds, "peak_mb": peak, "s_per_step": None, "steps": None}
+        seconds, memory, _ = measured(self.device, lambda: _cli(args + (["--overwrite"] if out.exists() else [])))
+        return {"method": "text", "size": size, "seconds": seconds, **memory, "s_per_step": None, "steps": None}
 
     def _warm_time(self, fn: Callable[[], Any]) -> float:
         fn()
@@ -222,13 +222,13 @@ class Bench:
         photo, size = self.plan.photos[0], self.plan.grid_size
         rec = Recorder(self.device)
         if method == "gatys":
-            seconds, peak, result = measured(self.device, lambda: self._run("gatys", photo, styles, size, plugins=[rec]))
+            seconds, memory, result = measured(self.device, lambda: self._run("gatys", photo, styles, size, plugins=[rec]))
         else:
             self._run(method, photo, styles, size)
-            seconds, peak, result = measured(self.device, lambda: self._run(method, photo, styles, size))
+            seconds, memory, result = measured(self.device, lambda: self._run(method, photo, styles, size))
         paintings = [load_image(s) for s in styles]
         texture = [measures.texture(result.image, p) for p in paintings]
-        return {"method": method, "styles": count, "seconds": seconds, "peak_mb": peak,
+        return {"method": method, "styles": count, "seconds": seconds, **memory,
                 "s_per_step": rec.seconds_per_step() if method == "gatys" else None,
                 "colour": float(np.mean([measures.colour(result.image, p) for p in paintings])),
                 "texture": None if None in texture else float(np.mean(texture))}

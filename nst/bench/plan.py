@@ -86,7 +86,7 @@ def make_plan(device: str, quick: bool, methods: list[str] | None, sizes: list[i
     cuda = device.startswith("cuda")
     if quick:
         plan = Plan(device, methods, [64, 128], steps=10, train_steps=12, train_size=64, grid_size=96, grid_photos=2,
-                    grid_styles=2, style_counts=[1, 2], analogy_max=128)
+                    grid_styles=2, style_counts=[1, 2], analogy_max=64)
     elif cuda:
         plan = Plan(device, methods, [256, 512, 1024], steps=500, train_steps=400, train_size=256, grid_size=512,
                     grid_photos=3, grid_styles=4, style_counts=[1, 2, 4], analogy_max=512)
