@@ -8,6 +8,7 @@ tifffile when installed (16-bit needs it; 8-bit falls back to Pillow).
 from __future__ import annotations
 
 import json
+import os
 import struct
 import zlib
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, PngImagePlugin
 
-from nst.core.images import SAVE_FORMATS, resize
+from nst.core.images import SAVE_FORMATS, _shrink_factor, resize
 from nst.errors import NSTError
 
 KEY = "nst"  # PNG text keyword / the record's top-level key
@@ -34,18 +35,27 @@ class Extras:
 
 def read_extras(source) -> Extras:
     """The alpha channel and ICC profile of SOURCE (a path or a PIL image; anything else has none)."""
+    import warnings
+
+    if not isinstance(source, (str, os.PathLike, Image.Image)):
+        return Extras()
+    limit = Image.MAX_IMAGE_PIXELS
     try:
-        img = Image.open(source) if isinstance(source, (str, Path)) else source
+        Image.MAX_IMAGE_PIXELS = None  # load_image's limits applied already
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = Image.open(source) if not isinstance(source, Image.Image) else source
+            icc = img.info.get("icc_profile") or None
+            alpha = None
+            if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+                factor = _shrink_factor(img.width * img.height)  # as load_image shrinks huge images
+                band = ImageOps.exif_transpose(img).convert("RGBA").getchannel("A")
+                band = band.reduce(factor) if factor > 1 else band
+                alpha = torch.from_numpy(np.asarray(band, dtype=np.float32) / 255.0)[None, None]
     except Exception:
         return Extras()
-    if not isinstance(img, Image.Image):
-        return Extras()
-    icc = img.info.get("icc_profile") or None
-    has_alpha = img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
-    alpha = None
-    if has_alpha:
-        band = ImageOps.exif_transpose(img).convert("RGBA").getchannel("A")
-        alpha = torch.from_numpy(np.asarray(band, dtype=np.float32) / 255.0)[None, None]
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
     return Extras(alpha, icc)
 
 
