@@ -221,3 +221,34 @@ def test_terms_that_need_the_whole_image_are_refused_in_tiles(tiny_weights, cont
         nst.run(content_path, [style_path], plugins=[Whole()], **kw)
     with pytest.raises(UsageError, match="style loss 'mmd' \\(gaussian\\) cannot be computed in tiles"):
         nst.run(content_path, [style_path], style_loss="mmd", **kw)
+
+
+def test_progress_counts_tiles_within_steps():
+    """The bar advances by fractions of a step as tiles finish (so its time estimate counts tiles)."""
+    from types import SimpleNamespace
+
+    from nst.observers import ProgressBar
+
+    bar = ProgressBar()
+    ctx = SimpleNamespace(total_steps=10, settings=SimpleNamespace(method="gatys"), scale=SimpleNamespace(size=2048),
+                          mode="run")
+    try:
+        bar.nst_on_step(ctx, 3, {"total": 1.0})
+        bar.tile(ctx, 5, 20)
+        task = bar._bar.tasks[0]
+        assert task.completed == pytest.approx(3.25) and task.total == 10 and "tile 5/20" in task.description
+        ctx.total_steps = None  # a network: the bar counts tiles of all passes
+        bar.close()
+        bar.tile(ctx, 7, 28)
+        assert bar._bar.tasks[0].completed == 7 and bar._bar.tasks[0].total == 28
+    finally:
+        bar.close()
+
+
+def test_maps_over_the_image_are_not_tiled():
+    from nst.errors import UsageError
+    from nst.large import check_tileable
+
+    check_tileable({"stroke": torch.tensor(300.0), "style": torch.ones(1, 26)})
+    with pytest.raises(UsageError, match="network input 'stroke' is a map over the image"):
+        check_tileable({"stroke": torch.ones(1, 1, 32, 32)})
