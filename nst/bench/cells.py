@@ -8,6 +8,7 @@ process's peak so far.
 from __future__ import annotations
 
 import contextlib
+import io
 import resource
 import time
 from pathlib import Path
@@ -160,6 +161,8 @@ class Bench:
             return self._time_text(size)
         rec = Recorder(self.device)
         model = self.model(method, 1) if method in ("johnson", "stroke") else None  # the one-style network
+        if method == "gatys":
+            self._run(method, photo, [style], size, steps=2)  # warm-up: weights read, kernels chosen
         if method in ("gatys", "analogy"):
             seconds, memory, _ = measured(self.device, lambda: self._run(method, photo, [style], size, plugins=[rec]))
         else:
@@ -252,7 +255,8 @@ def _cli(args: list[str]) -> None:
 
     _host().attach_commands(app)
     try:
-        typer.main.get_command(app).main(args, standalone_mode=False)
+        with contextlib.redirect_stdout(io.StringIO()):  # the command's "wrote ..." line is not the bench's
+            typer.main.get_command(app).main(args, standalone_mode=False)
     except SystemExit as exc:
         if exc.code:
             raise NSTError(f"nst {' '.join(args[:1])} exited with {exc.code}") from None

@@ -99,7 +99,8 @@ def _plot_scale(series: dict[str, tuple[list[int], list[float]]], ylabel: str, p
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for name, (xs, ys) in series.items():
-        ax.plot(xs, ys, "o-", label=name)
+        ax.semilogy(xs, ys, "o-", label=name)
+    ax.set_xticks(sorted({x for xs, _ in series.values() for x in xs}))
     ax.set_xlabel("number of styles")
     ax.set_ylabel(ylabel)
     ax.grid(True, alpha=0.3)
