@@ -182,6 +182,23 @@ def test_blending_styles_interpolates(files):
     assert (redder - b).abs().mean() < db  # more weight, closer
 
 
+def test_a_paintings_vector_is_predicted_once_for_many_photos(files, monkeypatch):
+    """Folder and video runs with one painting: the predictor runs for the painting once, and a changed
+    painting (other pixels) is predicted anew."""
+    import nst.plugins.arbitrary as arbitrary
+
+    first = stylise(files, "stripes", backend="torch")
+    calls = []
+    predictor, _ = next(iter(arbitrary._NETS.values()))
+    monkeypatch.setattr(type(predictor), "forward", lambda self, *a, _f=type(predictor).forward: calls.append(1) or _f(self, *a))
+    again = stylise(files, "stripes", backend="torch")
+    assert calls == [] and torch.equal(first, again)
+    files["new"] = files["red"].with_name("new.png")
+    Image.fromarray(np.random.default_rng(7).integers(0, 256, (80, 80, 3), dtype=np.uint8)).save(files["new"])
+    stylise(files, "new", backend="torch")
+    assert len(calls) == 1
+
+
 def test_strength_moves_towards_the_contents_own_style(files):
     from nst.core.images import load_image, resize_long_side
 

