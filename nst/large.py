@@ -125,7 +125,7 @@ def run_network(ctx: RunContext, net: nn.Module, forward: tiles.Forward, plan: p
 
 # --- gatys ---------------------------------------------------------------------------------------------------------
 
-VGG_WINDOW_BYTES = 4096  # per window pixel: VGG19 activations to relu5_1 kept for the backward, and its gradients
+VGG_WINDOW_BYTES = 2400  # per window pixel: VGG19 activations to relu5_1 kept for the backward, and gradients (fitted to a 2048 px run in 608 px windows)
 GATYS_IMAGE_BYTES = 160  # per image pixel: image, gradient, best image, content and its relu4_2 target, L-BFGS work
 HISTORY_BYTES = 24  # per image pixel and L-BFGS history pair (two 3-channel float vectors)
 MAX_HISTORY, MIN_HISTORY = 50, 5
