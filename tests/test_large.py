@@ -141,7 +141,8 @@ def tiny_encoder():
 
 def test_tiled_loss_and_gradient_equal_the_whole_image(tiny_encoder, one_thread):
     """Content (relu4_2), Gram style (relu1_1..relu5_1), TV and a region-guided Gram, tile by tile with a halo
-    of VGG's receptive radius: loss and gradient equal one pass (measured: loss 1e-7, gradient 4e-7 relative)."""
+    of VGG's receptive radius: loss and gradient equal one pass (measured: terms within 5e-7, gradient 2e-6 of its
+    largest value)."""
     from nst.core.gatys import evaluate
     from nst.core.losses import content_term, gram_matrix, guided_style_term, style_term, tv_term
     from nst.core.tiled_gatys import TiledLoss, tiled_features, tiled_grams
@@ -168,7 +169,7 @@ def test_tiled_loss_and_gradient_equal_the_whole_image(tiny_encoder, one_thread)
     assert len(tiled.tiles) == 12 and tiled.halo == 96
     t_total, t_parts, grad = tiled(x)
     for name in parts:
-        assert abs(float(t_parts[name]) - float(parts[name])) <= 1e-5 * abs(float(parts[name])) + 1e-6, name
+        assert abs(float(t_parts[name]) - float(parts[name])) <= 2e-5 * abs(float(parts[name])) + 1e-6, name
     assert (grad - xr.grad).abs().max() <= 1e-4 * xr.grad.abs().max()
 
 
