@@ -27,10 +27,9 @@ from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
-from nst.host import PluginHost  # noqa: E402
 from nst.serve.app import create_app  # noqa: E402
 from nst.serve.server import listen  # noqa: E402
-from test_serve import TOKEN, Glow, TinyWeights  # noqa: E402
+from test_serve import TOKEN, host  # noqa: E402,F401  (host: the same plugin host fixture)
 
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -79,14 +78,6 @@ def screenshots(tmp_path_factory) -> Path:
     folder = Path(os.environ.get("NST_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
     folder.mkdir(parents=True, exist_ok=True)
     return folder
-
-
-@pytest.fixture(scope="module")
-def host(tiny_weights):
-    h = PluginHost(load_entry_points=False)
-    h.register(TinyWeights(tiny_weights))
-    h.register(Glow())
-    return h
 
 
 def until(driver, condition, timeout=60.0, what="condition"):

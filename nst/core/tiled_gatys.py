@@ -144,33 +144,33 @@ class TiledLoss:
         return total.detach(), {k: v.detach() for k, v in parts.items()}, grad
 
 
+def _tile_maps(encoder: Encoder, image: torch.Tensor, layers, cell: int):
+    """(View, {layer: maps of the tile's window}) for each tile of IMAGE (1, 3, H, W), without gradients."""
+    hw = tuple(image.shape[-2:])
+    with torch.no_grad():
+        for tile in grid(hw[0], hw[1], max(ALIGN, cell // ALIGN * ALIGN), halo_for(layers), ALIGN):
+            y0, y1, x0, x1 = tile.window
+            yield View(tile, hw), encoder(image[..., y0:y1, x0:x1], layers)
+
+
 def tiled_features(encoder: Encoder, image: torch.Tensor, layers, cell: int) -> dict[str, torch.Tensor]:
     """ENCODER's maps of IMAGE (1, 3, H, W) at LAYERS, computed tile by tile and assembled (equal to one pass)."""
     hw = tuple(image.shape[-2:])
     out: dict[str, torch.Tensor] = {}
-    with torch.no_grad():
-        for tile in grid(hw[0], hw[1], max(ALIGN, cell // ALIGN * ALIGN), halo_for(layers), ALIGN):
-            y0, y1, x0, x1 = tile.window
-            feats = encoder(image[..., y0:y1, x0:x1], layers)
-            view = View(tile, hw)
-            for l in layers:
-                if l not in out:
-                    fh, fw = -(-hw[0] // layer_stride(l)), -(-hw[1] // layer_stride(l))
-                    out[l] = feats[l].new_zeros(1, feats[l].shape[1], fh, fw)
-                out[l][(..., *view.whole(l))] = feats[l][(..., *view.cell(l))]
+    for view, feats in _tile_maps(encoder, image, layers, cell):
+        for l in layers:
+            if l not in out:
+                fh, fw = -(-hw[0] // layer_stride(l)), -(-hw[1] // layer_stride(l))
+                out[l] = feats[l].new_zeros(1, feats[l].shape[1], fh, fw)
+            out[l][(..., *view.whole(l))] = feats[l][(..., *view.cell(l))]
     return out
 
 
 def tiled_grams(encoder: Encoder, image: torch.Tensor, layers, cell: int) -> dict[str, torch.Tensor]:
     """The Gram matrices (1, C, C) of IMAGE's maps at LAYERS, summed tile by tile (equal to gram_matrix)."""
-    hw = tuple(image.shape[-2:])
     sums: dict[str, list[torch.Tensor]] = {}
-    with torch.no_grad():
-        for tile in grid(hw[0], hw[1], max(ALIGN, cell // ALIGN * ALIGN), halo_for(layers), ALIGN):
-            y0, y1, x0, x1 = tile.window
-            feats = encoder(image[..., y0:y1, x0:x1], layers)
-            view = View(tile, hw)
-            for l in layers:
-                g, n = gram_sums(feats[l][(..., *view.cell(l))])
-                sums[l] = [g, n] if l not in sums else [sums[l][0] + g, sums[l][1] + n]
+    for view, feats in _tile_maps(encoder, image, layers, cell):
+        for l in layers:
+            g, n = gram_sums(feats[l][(..., *view.cell(l))])
+            sums[l] = [g, n] if l not in sums else [sums[l][0] + g, sums[l][1] + n]
     return {l: g / n for l, (g, n) in sums.items()}
