@@ -156,10 +156,10 @@ def build(results: dict, folder: Path) -> list[Block]:
     if rows:
         fits = _plot_times(rows, folder / "plots" / "time.png")
         blocks.append(("p", "Wall-clock seconds for one image through nst.run (optimisation methods: the whole run; "
-                            "feed-forward: warm, one call, model file read included), the network's forward pass alone "
-                            "(feed-forward), seconds per optimisation step, peak memory during the call and its increase "
+                            "feed-forward: warm, one call, model file read included, on the CPU through onnxruntime when it "
+                            "is installed), the network's PyTorch forward pass alone (feed-forward), seconds per optimisation step, peak memory during the call and its increase "
                             "over the memory in use when the call began."))
-        blocks.append(("table", ["method", "size px", "s / image", "network ms", "s / step", "peak MB", "added MB"],
+        blocks.append(("table", ["method", "size px", "s / image", "torch forward ms", "s / step", "peak MB", "added MB"],
                        [[r["method"], r["size"], _fmt(r["seconds"]), _fmt(r.get("forward_ms")), _fmt(r["s_per_step"]),
                          _fmt(r["peak_mb"], 4), _fmt(r.get("added_mb"), 4)] for r in rows]))
         blocks.append(("table", ["method", "cost grows as pixels^"], [[m, _fmt(b)] for m, b in fits.items()]))
