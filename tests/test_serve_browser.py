@@ -23,6 +23,7 @@ pytest.importorskip("selenium", reason="selenium is not installed (the test extr
 
 import uvicorn  # noqa: E402
 from selenium import webdriver  # noqa: E402
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
@@ -81,7 +82,9 @@ def screenshots(tmp_path_factory) -> Path:
 
 
 def until(driver, condition, timeout=60.0, what="condition"):
-    return WebDriverWait(driver, timeout, poll_frequency=0.05).until(lambda d: condition(d), what)
+    """Wait for CONDITION; elements the page re-renders while they are read (stale) just mean: look again."""
+    return WebDriverWait(driver, timeout, poll_frequency=0.05, ignored_exceptions=(StaleElementReferenceException,)).until(
+        lambda d: condition(d), what)
 
 
 def status(driver) -> str:
@@ -170,14 +173,17 @@ def test_stylise_watch_cancel_and_gallery_after_restart(browser, host, screensho
     with LiveServer(create_app(data, "cpu", TOKEN, host=host, preview_seconds=0.1)) as server:  # a restart
         open_page(browser, server)
         until(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#gallery .card")) == 2, 20, "two gallery cards")
-        cards = {c.get_attribute("data-status"): c for c in browser.find_elements(By.CSS_SELECTOR, "#gallery .card")}
+        cards = dict(browser.execute_script(  # read in one go: the gallery may be redrawn between two reads
+            "return Array.from(document.querySelectorAll('#gallery .card')).map("
+            "c => [c.dataset.status, (c.querySelector('.settings') || {}).textContent || ''])"))
         assert set(cards) == {"done", "cancelled"}
-        done = cards["done"]
-        assert "size 64 · steps 150 · weights tiny · plugins glow" in done.find_element(By.CLASS_NAME, "settings").text
-        assert until(browser, lambda d: done.find_element(By.TAG_NAME, "img").get_attribute("naturalWidth") == "64",
+        assert "size 64 · steps 150 · weights tiny · plugins glow" in cards["done"]
+        done = '#gallery .card[data-status="done"]'
+        assert until(browser, lambda d: d.find_element(By.CSS_SELECTOR, f"{done} img").get_attribute("naturalWidth") == "64",
                      10, "the result thumbnail")
         browser.save_screenshot(str(screenshots / "6-gallery-after-restart.png"))
-        done.find_element(By.CLASS_NAME, "rerun").click()  # re-run with these settings and inputs
+        until(browser, lambda d: d.find_element(By.CSS_SELECTOR, f"{done} .rerun").click() or True, 10,
+              "the re-run button")  # re-run with these settings and inputs
         assert browser.find_element(By.CSS_SELECTOR, '#main-settings [data-name="steps"]').get_attribute("value") == "150"
         assert browser.find_element(By.CSS_SELECTOR, 'input[data-plugin="glow"]').is_selected()
         browser.find_element(By.ID, "run").click()
