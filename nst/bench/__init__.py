@@ -38,7 +38,7 @@ def _device_name(device: str) -> str:
         return platform.processor() or platform.machine()
 
 
-def _images(folder: Path | None, what: str) -> list[Path]:
+def _images(folder: Path | None, what: str, note: Callable[[str], None]) -> list[Path]:
     """Readable images directly in FOLDER (sorted), for --photos / --styles."""
     if folder is None:
         return []
@@ -51,7 +51,7 @@ def _images(folder: Path | None, what: str) -> list[Path]:
                 load_image(p)
                 found.append(p)
             except NSTError as exc:
-                note_line(f"{p.name} skipped: {exc}")
+                note(f"{p.name} skipped: {exc}")
     if not found:
         raise UsageError(f"--{what}: no readable image in {folder}")
     return found
@@ -112,7 +112,8 @@ def bench(output: str | Path, *, quick: bool = False, device: str = "auto", meth
     if folder.exists() and not results_path.exists() and any(folder.iterdir()):
         raise UsageError(f"{folder} is not empty and holds no bench report: choose a new or empty folder")
     dev = str(pick_device(device))
-    given_photos, given_styles = _images(Path(photos) if photos else None, "photos"), _images(Path(styles) if styles else None, "styles")
+    given_photos = _images(Path(photos) if photos else None, "photos", note)
+    given_styles = _images(Path(styles) if styles else None, "styles", note)
     plan = make_plan(dev, quick, methods, sizes, steps, train_steps, weights)
     if overwrite and results_path.exists():
         for sub in ("work", "images", "plots", "sheets"):
