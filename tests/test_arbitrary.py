@@ -141,6 +141,37 @@ def test_any_size_and_gradients(nets):
     assert x.grad is not None and torch.isfinite(x.grad).all()
 
 
+def test_the_output_layer_in_blocks_equals_the_plain_convolution():
+    from nst.plugins.arbitrary.network import conv_in_blocks
+
+    torch.manual_seed(0)
+    for k, r, c_in, c_out, h, w in ((9, 4, 8, 3, 20, 36), (9, 2, 2, 5, 6, 10), (3, 4, 4, 2, 8, 4)):
+        conv = torch.nn.Conv2d(c_in, c_out, k)
+        x = torch.rand(1, c_in, h + k - 1, w + k - 1, requires_grad=True)
+        blocks = conv_in_blocks(x, conv, r)
+        assert blocks.shape == (1, c_out, h, w) and (blocks - conv(x)).abs().max() < 1e-5
+        blocks.sum().backward()  # still differentiable (fine-tuning through nst train)
+        assert conv.weight.grad.abs().sum() > 0
+
+
+def test_the_exported_predictor_holds_at_every_multiple_of_32(nets):
+    """onnxruntime runs the predictor on the CPU; its graph is traced at one size and must hold at the others
+    style_input gives (sides multiples of 32, any aspect)."""
+    from nst.plugins.arbitrary import onnx_predictor, style_input
+
+    predictor, _ = nets
+    run = onnx_predictor(predictor)
+    torch.manual_seed(1)
+    for h, w in ((256, 256), (64, 96), (288, 416), (32, 32)):
+        x = torch.rand(1, 3, h, w)
+        assert (run(x) - predictor(x)).abs().max() < 1e-4, (h, w)
+    for (h, w), scale in (((70, 101), 1.0), ((1000, 37), 0.5), ((20, 20), 0.1)):
+        side = style_input(torch.rand(1, 3, h, w), scale).shape[-2:]
+        assert side[0] % 32 == 0 and side[1] % 32 == 0 and min(side) >= 32
+    with pytest.raises(ValueError, match="multiples of 32"):
+        run(torch.rand(1, 3, 70, 64))
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_runs_on_cuda(nets):
     predictor, transformer = (n.cuda() for n in nets)
@@ -279,7 +310,11 @@ def test_weights_are_listed_with_their_origin(run_cli):
 def test_backends_agree_and_onnx_is_refused_where_it_cannot_run(files):
     from nst.core.onnxrun import pick_backend
 
-    torch_out, onnx_out = stylise(files, "stripes", backend="torch"), stylise(files, "stripes", backend="onnx")
+    torch_out = stylise(files, "stripes", backend="torch")
+    import nst.plugins.arbitrary as arbitrary
+
+    arbitrary._VECTORS.clear()  # the onnx run predicts the vector itself
+    onnx_out = stylise(files, "stripes", backend="onnx")
     assert (torch_out - onnx_out).abs().max() < 1e-4
     with pytest.raises(NSTError, match="runs on the CPU"):
         pick_backend("onnx", torch.device("cuda"))
@@ -287,3 +322,19 @@ def test_backends_agree_and_onnx_is_refused_where_it_cannot_run(files):
         pick_backend("onnx", torch.device("cpu"), supported=False)
     assert pick_backend("auto", torch.device("cpu"), supported=False) == "torch"
     assert pick_backend("auto", torch.device("cpu")) == "onnx"
+
+
+def test_the_exported_graphs_name_follows_the_weights():
+    """The ONNX cache is keyed by the weights; the key is remembered per module, and must change when a weight
+    is changed in place (a fine-tuned network is exported again, not run from the old graph)."""
+    from nst.core.onnxrun import weights_key
+
+    net = torch.nn.Conv2d(3, 4, 3)
+    first = weights_key(net, "image")
+    assert weights_key(net, "image") == first and weights_key(net, "other") != first
+    with torch.no_grad():
+        net.weight[0, 0, 0, 0] += 1
+    changed = weights_key(net, "image")
+    assert changed != first
+    net.load_state_dict({"weight": net.weight.detach().clone(), "bias": net.bias.detach().clone()})
+    assert weights_key(net, "image") == changed  # same values, same graph

@@ -19,6 +19,7 @@ MIN_SIDE = 16  # a content under 16 px on a side has nothing left at the deep la
 MIN_SCALE_SIDE = 4  # coarse scales and style images may be smaller, down to this
 WORK_PIXELS = 1 << 26  # images above 64 Mpx are shrunk by an integer factor on reading (with a note)
 READ_PIXELS = 1 << 28  # ... and above 268 Mpx refused (unless JPEG, which decodes shrunk)
+ORIENTATION = 0x0112  # the EXIF tag
 RANGE_SLACK = 0.05  # tensor values this far outside [0, 1] are clamped; further is refused
 
 Note = Callable[[str], None]
@@ -28,23 +29,23 @@ def _quiet(_: str) -> None:
     pass
 
 
-def _pil_to_array(img: Image.Image, name: str, note: Note) -> np.ndarray:
-    """PIL image in any mode -> float32 array (H, W, 3) in [0, 1]."""
+def _pil_to_tensor(img: Image.Image, name: str, note: Note) -> torch.Tensor:
+    """PIL image in any mode -> float32 tensor (1, 3, H, W) in [0, 1]."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(img, dtype=np.float32)
         scale = 65535.0 if arr.max(initial=0) > 255 or img.mode.startswith("I;16") else 255.0
-        arr = np.clip(arr / scale, 0, 1)
-        return np.repeat(arr[..., None], 3, axis=2)
+        return torch.from_numpy(np.clip(arr / scale, 0, 1)).expand(1, 3, *arr.shape).contiguous()
     if img.mode == "F":
         arr = np.clip(np.asarray(img, dtype=np.float32), 0, 1)
-        return np.repeat(arr[..., None], 3, axis=2)
+        return torch.from_numpy(arr).expand(1, 3, *arr.shape).contiguous()
     has_alpha = img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
     if has_alpha:
         note(f"{name}: transparency composited on white for the transfer (a content's alpha is put back on PNG, TIFF and WebP output)")
         rgba = img.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(white, rgba)
-    return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+    rgb = torch.from_numpy(np.asarray(img if img.mode == "RGB" else img.convert("RGB")))  # (H, W, 3) uint8
+    return rgb.permute(2, 0, 1)[None].contiguous().float().div_(255)
 
 
 def _decode_png16(path: Path) -> np.ndarray | None:
@@ -86,7 +87,7 @@ def _open_bounded(raw: Image.Image, path: Path, note: Note) -> Image.Image:
     elif w * h > READ_PIXELS:
         raise NSTError(f"{path}: image is {w}x{h} ({w * h / 1e6:.0f} Mpx), over nst's reading limit of "
                        f"{READ_PIXELS / 1e6:.0f} Mpx; shrink it first")
-    img = ImageOps.exif_transpose(raw)
+    img = ImageOps.exif_transpose(raw) if raw.getexif().get(ORIENTATION, 1) != 1 else raw
     img.load()
     factor = _shrink_factor(img.width * img.height)
     if factor > 1:
@@ -119,7 +120,7 @@ def load_image(path: str | os.PathLike, note: Note = _quiet) -> torch.Tensor:
             warnings.simplefilter("ignore")
             is_png16 = raw.format == "PNG" and raw.mode in ("RGB", "RGBA") and _png_bit_depth(path) == 16
             img = _open_bounded(raw, path, note)
-            arr = _pil_to_array(img, path.name, note)
+            image = _pil_to_tensor(img, path.name, note)
             deep = _decode_png16(path) if is_png16 and img.size == raw.size else None
     except UnidentifiedImageError:
         raise NSTError(f"{path}: not an image file (or a format Pillow cannot read)") from None
@@ -129,9 +130,9 @@ def load_image(path: str | os.PathLike, note: Note = _quiet) -> torch.Tensor:
         raise NSTError(f"{path}: not enough memory to decode this image") from None
     finally:
         Image.MAX_IMAGE_PIXELS = limit
-    if deep is not None and deep.shape[:2] == arr.shape[:2]:
-        arr = deep
-    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)[None].contiguous()
+    if deep is not None and deep.shape[:2] == image.shape[-2:]:
+        image = torch.from_numpy(np.ascontiguousarray(deep)).permute(2, 0, 1)[None].contiguous()
+    return image
 
 
 def _png_bit_depth(path: Path) -> int:
@@ -174,7 +175,7 @@ def as_tensor(image, note: Note = _quiet) -> torch.Tensor:
     if isinstance(image, Image.Image):
         if image.width * image.height == 0:
             raise NSTError(f"PIL image is empty ({image.width}x{image.height})")
-        return torch.from_numpy(_pil_to_array(ImageOps.exif_transpose(image), "image", note)).permute(2, 0, 1)[None].contiguous()
+        return _pil_to_tensor(ImageOps.exif_transpose(image), "image", note)
     if isinstance(image, torch.Tensor):
         return _tensor_image(image)
     raise NSTError(f"cannot use {type(image).__name__} as an image (give a path, a PIL image or a tensor)")

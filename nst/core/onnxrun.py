@@ -3,6 +3,8 @@ the small convolutions of style networks): exported once per weights, cached on 
 from __future__ import annotations
 
 import hashlib
+import inspect
+import weakref
 from pathlib import Path
 from typing import Callable
 
@@ -40,9 +42,27 @@ def pick_backend(name: str, device: torch.device, supported: bool = True) -> str
 
 
 def weights_key(net: torch.nn.Module, *extra: str) -> str:
-    """A digest of NET's class, weights and EXTRA strings: the cache name of its exported graph."""
+    """A digest of NET's class, weights and EXTRA strings: the cache name of its exported graph. Remembered
+    while NET's tensors are the same objects, unmodified (a warm run does not hash megabytes again)."""
+    state = net.state_dict()
+    seen = tuple((t.data_ptr(), t._version) for t in state.values())
+    memo = _KEYS.get(net, {})
+    if memo.get(extra, (None,))[0] != seen:
+        memo[extra] = seen, _digest(net, state, extra)
+        _KEYS[net] = memo
+    return memo[extra][1]
+
+
+_KEYS: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
+
+
+def _digest(net: torch.nn.Module, state: dict, extra: tuple[str, ...]) -> str:
+    """sha256 of NET's class, the source file defining it (a changed forward is exported again), the torch
+    version, the weights and EXTRA."""
     h = hashlib.sha256(f"{type(net).__module__}.{type(net).__qualname__}|{torch.__version__}|{OPSET}|{'|'.join(extra)}".encode())
-    for name, tensor in net.state_dict().items():
+    source = inspect.getsourcefile(type(net))
+    h.update(Path(source).read_bytes() if source and Path(source).is_file() else b"")
+    for name, tensor in state.items():
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:24]
@@ -71,6 +91,7 @@ def onnx_runner(net: torch.nn.Module, example: tuple[torch.Tensor, ...], names: 
         options = ort.SessionOptions()
         options.log_severity_level = 3
         options.intra_op_num_threads = torch.get_num_threads()
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             _SESSIONS[key] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception:

