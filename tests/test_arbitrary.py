@@ -142,7 +142,7 @@ def test_any_size_and_gradients(nets):
 
 
 def test_the_output_layer_in_blocks_equals_the_plain_convolution():
-    from nst.plugins.arbitrary.network import conv_in_blocks
+    from nst.core.blockconv import conv_in_blocks
 
     torch.manual_seed(0)
     for k, r, c_in, c_out, h, w in ((9, 4, 8, 3, 20, 36), (9, 2, 2, 5, 6, 10), (3, 4, 4, 2, 8, 4)):
@@ -247,6 +247,25 @@ def test_style_scale_changes_the_strokes(files):
         return (img[..., 1:] - img[..., :-1]).abs().mean()
 
     assert roughness(fine) > roughness(coarse)
+
+
+def test_a_large_result_keeps_the_strokes_of_the_preview(files):
+    """Above arbitrary.base_size the strokes come from a pass at that size and the detail from the full size:
+    shrunk back, the 192 px result looks like the 96 px preview; one pass at 192 px (base_size 0) does not."""
+    from nst.core.images import resize
+
+    preview = stylise(files, "stripes", size=96, options={"arbitrary": {"base_size": 96}})
+    two = nst.run(files["content"], [files["stripes"]], method="arbitrary", size=192, note=lambda m: None,
+                  options={"arbitrary": {"base_size": 96}})
+    one = stylise(files, "stripes", size=192, options={"arbitrary": {"base_size": 0}})
+    assert two.image.shape == one.shape == (1, 3, 128, 192) and "96x64" in two.summary["strokes"]
+    shrunk_two, shrunk_one = resize(two.image, preview.shape[-2:]), resize(one, preview.shape[-2:])
+    assert (shrunk_two - preview).abs().mean() < 0.5 * (shrunk_one - preview).abs().mean()
+
+    def detail(img):  # what is left after taking out the 96 px scales
+        return img - torch.nn.functional.interpolate(resize(img, (64, 96)), size=(128, 192), mode="bicubic")
+
+    assert torch.corrcoef(torch.stack([detail(two.image).flatten(), detail(one).flatten()]))[0, 1] > 0.7  # 0.83 measured
 
 
 def test_preserve_colors_keeps_the_contents_chroma(files):

