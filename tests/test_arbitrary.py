@@ -141,19 +141,6 @@ def test_any_size_and_gradients(nets):
     assert x.grad is not None and torch.isfinite(x.grad).all()
 
 
-def test_the_output_layer_in_blocks_equals_the_plain_convolution():
-    from nst.core.blockconv import conv_in_blocks
-
-    torch.manual_seed(0)
-    for k, r, c_in, c_out, h, w in ((9, 4, 8, 3, 20, 36), (9, 2, 2, 5, 6, 10), (3, 4, 4, 2, 8, 4)):
-        conv = torch.nn.Conv2d(c_in, c_out, k)
-        x = torch.rand(1, c_in, h + k - 1, w + k - 1, requires_grad=True)
-        blocks = conv_in_blocks(x, conv, r)
-        assert blocks.shape == (1, c_out, h, w) and (blocks - conv(x)).abs().max() < 1e-5
-        blocks.sum().backward()  # still differentiable (fine-tuning through nst train)
-        assert conv.weight.grad.abs().sum() > 0
-
-
 def test_the_exported_predictor_holds_at_every_multiple_of_32(nets):
     """onnxruntime runs the predictor on the CPU; its graph is traced at one size and must hold at the others
     style_input gives (sides multiples of 32, any aspect)."""

@@ -15,7 +15,8 @@ BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 @pytest.mark.parametrize("script, args, expect", [
     ("gatys.py", ["--sizes", "32", "--steps", "2"], "| cpu | lbfgs | 32x"),
     ("analogy.py", ["--sizes", "80"], "| cpu | 80x"),
-    ("johnson.py", ["--sizes", "32", "--widths", "8", "--runs", "1", "--steps", "2"], "| nst (torch) | 8 |"),
+    ("johnson.py", ["--sizes", "32", "--widths", "8", "--runs", "1", "--steps", "2"], "| nst (torch) | johnson | 8 |"),
+    ("johnson.py", ["--sizes", "32", "--archs", "light", "--runs", "1", "--steps", "0"], "| nst (ONNX export) | light | 32 |"),
     ("johnson.py", ["--stroke", "--sizes", "32", "--widths", "8", "--runs", "1"], "| nst StrokePyramid (torch) | 8 |"),
     ("fast.py", ["--sizes", "64", "--runs", "1", "--limit", "1", "--metric", "none"], "| 64 | nst arbitrary (onnx) |"),
     ("styles.py", ["--counts", "1", "2", "--steps", "2", "--size", "32"], "| 2 |"),

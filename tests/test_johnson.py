@@ -619,3 +619,22 @@ def test_ddp_training_two_ranks_agree(tmp_path, data_dir, style_file, tiny_weigh
     x = torch.rand(1, 3, 40, 40)
     with torch.no_grad():
         assert torch.allclose(net(x), load_model(tmp_path / "single.safetensors", archs())[0](x), atol=1e-4)
+
+
+def test_output_layers_in_blocks_equal_the_plain_convolution():
+    """The 9×9 layers to RGB run R×R pixels at a time on the CPU (nst/core/blockconv.py): same values, same
+    gradients; sides that are not multiples of R fall back to the plain convolution."""
+    from nst.core.blockconv import conv_in_blocks, output_conv
+
+    torch.manual_seed(0)
+    for k, r, c_in, c_out, h, w in ((9, 4, 8, 3, 20, 36), (9, 2, 2, 5, 6, 10), (3, 4, 4, 2, 8, 4)):
+        conv = torch.nn.Conv2d(c_in, c_out, k, bias=c_in != 2)
+        x = torch.rand(1, c_in, h + k - 1, w + k - 1, requires_grad=True)
+        blocks = conv_in_blocks(x, conv, r)
+        assert blocks.shape == (1, c_out, h, w) and (blocks - conv(x)).abs().max() < 1e-5
+        (g_blocks,) = torch.autograd.grad(blocks.square().sum(), conv.weight)
+        (g_plain,) = torch.autograd.grad(conv(x).square().sum(), conv.weight)
+        assert (g_blocks - g_plain).abs().max() < 1e-3 * g_plain.abs().max()
+    conv = torch.nn.Conv2d(4, 3, 9)
+    odd = torch.rand(1, 4, 8 + 13, 8 + 10)
+    assert torch.equal(output_conv(odd, conv), conv(odd))

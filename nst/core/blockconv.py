@@ -18,3 +18,13 @@ def conv_in_blocks(x: torch.Tensor, conv: nn.Conv2d, r: int = 4) -> torch.Tensor
     kernel = torch.stack(shifted, 1).reshape(c_out * r * r, c_in, span, span)
     bias = None if conv.bias is None else conv.bias.repeat_interleave(r * r)
     return F.pixel_shuffle(F.conv2d(x, kernel, bias, stride=r), r)
+
+
+def output_conv(x: torch.Tensor, conv: nn.Conv2d, r: int = 4) -> torch.Tensor:
+    """CONV(X) for a stride-1, unpadded CONV: in R×R blocks on the CPU when the output sides allow (2.5-3.5× faster
+    there for the 9×9 layers to RGB), directly elsewhere (cuDNN)."""
+    k = conv.kernel_size[0]
+    h, w = x.shape[-2] - k + 1, x.shape[-1] - k + 1
+    if x.device.type != "cpu" or conv.stride != (1, 1) or conv.groups != 1 or h % r or w % r:
+        return conv(x)
+    return conv_in_blocks(x, conv, r)

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nst.core.blockconv import output_conv
 from nst.core.files import atomic_path
 from nst.core.tiles import TileableNorm, instance_norm
 from nst.errors import NSTError
@@ -70,7 +71,7 @@ class TransformerNet(nn.Module):
         h, w = x.shape[-2:]
         ph, pw = (-h) % 4, (-w) % 4
         y = F.pad(x * 2 - 1, (0, pw, 0, ph), mode="reflect")  # always, so an ONNX trace pads any size
-        y = torch.sigmoid(self.out(self.up(self.res(self.down(y)))))
+        y = torch.sigmoid(output_conv(self.out[0](self.up(self.res(self.down(y)))), self.out[1]))
         return y[..., :h, :w]
 
 
@@ -126,8 +127,8 @@ class MultiStyleNet(nn.Module):
         weights = self.style_weights(style, x.shape[0], x)
         norms = iter(self.norms)
 
-        def layer(conv, y, act=F.relu):
-            return act(next(norms)(conv(F.pad(y, (conv.kernel_size[0] // 2,) * 4, mode="reflect")), weights))
+        def layer(conv, y, act=F.relu, apply=lambda padded, conv: conv(padded)):
+            return act(next(norms)(apply(F.pad(y, (conv.kernel_size[0] // 2,) * 4, mode="reflect"), conv), weights))
 
         y = F.pad(x, (0, (-w) % 4, 0, (-h) % 4), mode="reflect")
         for conv in self.contract:
@@ -136,7 +137,7 @@ class MultiStyleNet(nn.Module):
             y = y + layer(second, layer(first, y), act=lambda t: t)
         for conv in self.expand:
             y = layer(conv, F.interpolate(y, scale_factor=2, mode="nearest"))
-        return layer(self.out, y, act=torch.sigmoid)[..., :h, :w]
+        return layer(self.out, y, act=torch.sigmoid, apply=output_conv)[..., :h, :w]
 
 
 def multistyle_from_config(config: dict[str, Any]) -> MultiStyleNet:

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nst.core.blockconv import conv_in_blocks
+from nst.core.blockconv import output_conv
 from nst.core.tiles import TileableNorm
 from nst.errors import NSTError
 
@@ -144,7 +144,7 @@ class StyleTransformer(nn.Module):
             if i < 2:
                 y = F.interpolate(y, scale_factor=2, mode="nearest")
             padded = _reflect(y, conv.kernel_size[0])
-            y = norm(conv(padded) if i < 2 else conv_in_blocks(padded, conv), style, masks)
+            y = norm(conv(padded) if i < 2 else output_conv(padded, conv), style, masks)
             y = F.relu(y) if i < 2 else torch.sigmoid(y)
         return y[..., :h, :w]
 

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nst.core.blockconv import output_conv
 from nst.core.johnson import ConvNormReLU, InstanceNorm, Residual, _conv
 from nst.options import FieldError
 
@@ -137,7 +138,7 @@ class StrokePyramidNet(nn.Module):
         for k, branch in enumerate(self.pyramid):
             y = branch(y)
             fused = fused + gates[:, k:k + 1] * y
-        return torch.sigmoid(self.out(self.up(fused)))[..., :h, :w]
+        return torch.sigmoid(output_conv(self.out[0](self.up(fused)), self.out[1]))[..., :h, :w]
 
 
 def receptive_field(layer: str) -> int:
