@@ -8,6 +8,7 @@ that knows how the user spelled it (`--style-blend`, `analogy.alphas`) re-spells
 from __future__ import annotations
 
 import math
+import os
 import numbers
 import types
 import typing
@@ -79,11 +80,13 @@ def _scalar(kind: type, value: Any, text: bool, field: str) -> Any:
             raise FieldError(field, f"must be a finite number, got {value}")
         return float(value)
     if kind is str:
+        if isinstance(value, os.PathLike):  # a model given as a path, for example
+            value = os.fspath(value)
         if not isinstance(value, str):
             raise bad("a string")
         return str(value)
     if kind is Path:
-        if not isinstance(value, (str, Path)) or not str(value).strip():
+        if not isinstance(value, (str, os.PathLike)) or not str(os.fspath(value)).strip():
             raise bad("a file or folder path")
         return Path(value)
     raise FieldError(field, f"has unsupported type {kind!r}")

@@ -1,4 +1,6 @@
 """The Gatys engine through the Python API, on tiny random weights (real weights in test_cli)."""
+from pathlib import Path
+
 import pytest
 import torch
 from PIL import Image
@@ -37,6 +39,12 @@ def test_accepts_pil_and_tensors(content_path, style_path, fast):
     a = nst.run(Image.open(content_path), [load_image(style_path)[0]], **fast).image
     b = nst.run(content_path, style_path, **fast).image
     assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_weights_given_as_a_path_object(content_path, style_path, fast, tiny_weights):
+    a = nst.run(content_path, style_path, **fast).image
+    b = nst.run(content_path, style_path, **{**fast, "weights": Path(tiny_weights)}).image
+    assert torch.equal(a, b)
 
 
 def test_style_loss_falls_a_lot_and_content_stays_bounded(content_path, style_path, tiny_weights):
