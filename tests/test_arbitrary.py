@@ -8,6 +8,7 @@ measured and bounded. Tests that need the real weights are skipped only when sty
 """
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -344,3 +345,46 @@ def test_the_exported_graphs_name_follows_the_weights():
     assert changed != first
     net.load_state_dict({"weight": net.weight.detach().clone(), "bias": net.bias.detach().clone()})
     assert weights_key(net, "image") == changed  # same values, same graph
+
+
+def test_train_fine_tunes_the_pretrained_network_for_one_painting(tmp_path, files, tiny_weights, run_cli):
+    """`nst train PAINTING --plugin arbitrary` starts from the Magenta transformer with PAINTING's vector built in
+    (a model that renders like --method arbitrary), trains it with the training's losses at its own smaller
+    default --lr, and the model runs through --method johnson --model."""
+    from nst.core.johnson import read_model_meta
+    from nst.plugins.arbitrary.network import OwnStyleTransformer
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(3):
+        gradient_image(48 + 8 * i, 40, seed=i).save(data / f"p{i}.png")
+    settings = dict(plugins=["arbitrary"], size=32, batch_size=1, weights=str(tiny_weights), workers=0, device="cpu",
+                    note=lambda m: None)
+    still = nst.train(files["stripes"], data, tmp_path / "still.safetensors", steps=1, lr=1e-12, **settings)
+    direct = stylise(files, "stripes", backend="torch", options={"arbitrary": {"base_size": 0}})
+    tuned = nst.run(files["content"], method="johnson", model=tmp_path / "still.safetensors", size=96, backend="torch",
+                    note=lambda m: None).image
+    assert tuned.shape == direct.shape and (tuned - direct).abs().max() < 2e-3
+
+    nst.train(files["stripes"], data, tmp_path / "tuned.safetensors", steps=3, **settings)
+    meta = read_model_meta(tmp_path / "tuned.safetensors")
+    info = json.loads(meta["info"])
+    assert json.loads(meta["config"])["arch"] == "arbitrary" and info["steps"] == 3
+    assert info["settings"]["lr"] == OwnStyleTransformer.default_lr and still.steps == 1
+    out = tmp_path / "o.png"
+    code, _, err = run_cli("run", files["content"], "--method", "johnson", "--model", tmp_path / "tuned.safetensors",
+                           "-o", out, "--size", 96, "-q")
+    assert code == 0, err
+    moved = torch.from_numpy(np.asarray(Image.open(out), dtype=np.float32) / 255).permute(2, 0, 1)[None]
+    assert 1e-3 < (moved - direct).abs().mean() < 0.1  # trained, not wrecked
+
+
+def test_two_plugins_with_their_own_network_are_refused(tmp_path, files, tiny_weights, run_cli):
+    data = tmp_path / "data"
+    data.mkdir()
+    gradient_image(48, 40).save(data / "p.png")
+    out = tmp_path / "m.safetensors"
+    code, _, err = run_cli("train", files["stripes"], "--data", data, "-o", out, "--plugin", "arbitrary", "--plugin", "stroke",
+                           "--weights", tiny_weights, "--size", 32, "--steps", 1, "--workers", 0, "-q")
+    assert code == 2 and "'arbitrary', 'stroke'" in one_error_line(err) and "use one" in err
+    assert not out.exists()

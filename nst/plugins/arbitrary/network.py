@@ -149,6 +149,23 @@ class StyleTransformer(nn.Module):
         return y[..., :h, :w]
 
 
+class OwnStyleTransformer(nn.Module):
+    """The transformer with a style vector of its own (a parameter, (1, 100)): (B, 3, H, W) -> (B, 3, H, W), a
+    one-style feed-forward network. `nst train PAINTING --plugin arbitrary` fine-tunes it from the Magenta weights
+    and PAINTING's predicted vector (with --plugin depth, for example); `--method johnson --model M` runs it."""
+
+    default_lr = 1e-4  # 1e-3 undoes the pretrained weights within a few steps (README: 150 steps of 1e-4)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.config = {"arch": "arbitrary"}
+        self.transformer = StyleTransformer()
+        self.vector = nn.Parameter(torch.zeros(1, STYLE_DIM))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.transformer(x, self.vector.expand(x.shape[0], -1))
+
+
 # --- reading the ONNX graphs -----------------------------------------------------------------------------------------
 
 def onnx_convolutions(path: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
