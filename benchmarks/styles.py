@@ -3,7 +3,8 @@ Johnson networks, for N = 1, 2, 4, 8: seconds per training step, training time f
 style, model size on disk, and inference ms per image at 512 px (torch on --device; onnxruntime on the CPU).
 
 Training runs nst.train on 8 generated photos with the embedded VGG19 (each style gets --steps steps: the
-conditional network trains N x steps, each separate network steps); inference nets have the trained weights.
+conditional network trains N x steps, each separate network steps; a discarded 2-step training warms up first);
+inference nets have the trained weights.
 Usage: python benchmarks/styles.py [--counts 1 2 4 8] [--steps 4] [--size 128] [--arch johnson] [--device cpu|cuda]
        [--out FILE]
 """
@@ -93,6 +94,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         data, styles = make_inputs(root, max(args.counts))
+        train_once(styles[:1], data, root / "warm-up.safetensors", 2, args)  # the first call loads VGG19 and warms up
         single = root / "single.safetensors"
         single_step, single_total = train_once(styles[:1], data, single, args.steps, args)
         single_mb = single.stat().st_size / 2 ** 20
