@@ -7,7 +7,7 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torchvision.transforms.v2.functional as TF
+import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from nst.core.files import atomic_path, check_writable
@@ -207,7 +207,9 @@ def resize(image: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
     """(B, C, H, W) -> (B, C, *hw), antialiased bicubic, values clamped to [0, 1]."""
     if tuple(image.shape[-2:]) == tuple(hw):
         return image
-    return TF.resize(image, list(hw), interpolation=TF.InterpolationMode.BICUBIC, antialias=True).clamp(0, 1)
+    planes = image.reshape(-1, 1, *image.shape[-2:])  # bicubic is per plane; torchvision's resize is this, slower to import
+    out = F.interpolate(planes, size=tuple(hw), mode="bicubic", antialias=True, align_corners=False)
+    return out.reshape(*image.shape[:-2], *out.shape[-2:]).clamp(0, 1)
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:

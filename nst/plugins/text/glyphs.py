@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont, ImageOps
-from scipy import ndimage
 
 from nst.core.colors import luminance
 from nst.errors import NSTError
@@ -71,6 +70,8 @@ def glyph_mask(image: torch.Tensor, name: str) -> np.ndarray:
 
 def distance_guide(mask: np.ndarray) -> Guide:
     """The Guide of a glyph MASK (H, W) bool (see the module docstring for U)."""
+    from scipy import ndimage  # imported here: every nst command loads this plugin, few use it
+
     d_in = ndimage.distance_transform_edt(mask).astype(np.float32)
     d_out = ndimage.distance_transform_edt(~mask).astype(np.float32)
     ridge = mask & (d_in >= ndimage.maximum_filter(d_in, size=3) - 0.5)
