@@ -313,6 +313,8 @@ def train(
 ) -> None:
     """Train a fast feed-forward style network for STYLE on the photos in --data (Johnson 2016).
 
+    --plugin arbitrary fine-tunes the pretrained arbitrary-style network for STYLE instead (minutes, not hours).
+
     Data-parallel on several GPUs or nodes: torchrun --nproc-per-node N -m nst.cli train ...
     """
     from nst.options import FieldError
