@@ -388,3 +388,13 @@ def test_two_plugins_with_their_own_network_are_refused(tmp_path, files, tiny_we
                            "--weights", tiny_weights, "--size", 32, "--steps", 1, "--workers", 0, "-q")
     assert code == 2 and "'arbitrary', 'stroke'" in one_error_line(err) and "use one" in err
     assert not out.exists()
+
+
+def test_a_thin_strip_of_a_painting_is_not_blown_up_for_the_predictor():
+    """The style's short side goes to 256 px × --style-scale, but a 4000×16 strip must not become 64000 px long."""
+    from nst.plugins.arbitrary import MAX_ASPECT, STYLE_SIDE, style_input
+
+    strip = torch.rand(1, 3, 16, 4000)
+    x = style_input(strip, 1.0)
+    assert x.shape[-1] <= MAX_ASPECT * STYLE_SIDE and x.shape[-2] >= 32 and x.shape[-1] % 32 == x.shape[-2] % 32 == 0
+    assert style_input(torch.rand(1, 3, 300, 200), 1.0).shape[-2:] == (384, 256)  # ordinary paintings as before

@@ -29,6 +29,7 @@ from nst.hookspecs import hookimpl
 from nst.plugins.arbitrary.network import OwnStyleTransformer, load_predictor, load_transformer
 
 STYLE_SIDE = 256  # the predictor was trained on 256 px style crops: the style's short side at --style-scale 1
+MAX_ASPECT = 4  # the style input's long side is at most this many times its short side's target
 FEATHER = 0.02  # semantic region borders are blurred over this fraction of the image's long side
 BASE_SIZE = 512  # default arbitrary.base_size: results larger than this keep the strokes of a pass at this size
 BYTES_PER_PIXEL = 150  # per window pixel, inference (fitted to peak RSS at 2048 px in 512 / 1024 px tiles and 4096 px)
@@ -62,9 +63,11 @@ def networks(ctx: RunContext):
 
 def style_input(image: torch.Tensor, scale: float) -> torch.Tensor:
     """IMAGE (1, 3, H, W) resized so its short side is about STYLE_SIDE × SCALE px: the scale of its strokes as
-    the predictor sees them. Both sides are multiples of 32 (at least 32), the predictor's total stride."""
+    the predictor sees them; the long side is kept under MAX_ASPECT × that (a thin strip would otherwise be tens
+    of thousands of pixels long). Both sides are multiples of 32 (at least 32), the predictor's total stride."""
     h, w = image.shape[-2:]
-    k = max(32, STYLE_SIDE * scale) / min(h, w)
+    side = max(32, STYLE_SIDE * scale)
+    k = min(side / min(h, w), MAX_ASPECT * side / max(h, w))
     return resize(image, (max(32, round(h * k / 32) * 32), max(32, round(w * k / 32) * 32)))
 
 
