@@ -208,6 +208,8 @@ def train(style, data: str | Path, output: str | Path, *, plugins: Iterable[str 
             net = (net or style_network(train_config, len(styles))).to(device)
             if train_config.lr is None:
                 train_config.lr = getattr(net, "default_lr", LR)
+                if not (isinstance(train_config.lr, float) and 0 < train_config.lr <= 1):
+                    raise NSTError(f"the network to train has default_lr {train_config.lr!r}; it must be a float in (0, 1]")
             arch = getattr(net, "config", {}).get("arch")
             if arch not in ctx.architectures:
                 raise NSTError(f"the network to train (architecture {arch!r}) is not registered through "

@@ -19,7 +19,7 @@ from nst.core.images import load_image, resize_long_side
 from nst.core.johnson import TransformerNet, load_model, read_model_meta, save_model
 from nst.plugins.stroke.network import (StrokePyramidNet, branch_position, gate_weights, map_to_sizes, middle_size, check_sizes,
                              receptive_field, training_sizes)
-from nst.errors import UsageError
+from nst.errors import NSTError, UsageError
 from nst.host import PluginHost
 from nst.training import checkpoint_path, train
 
@@ -233,6 +233,34 @@ def test_training_hooks_provide_the_network_and_its_inputs(tmp_path, files, fast
     train(files["style"], files["data"], out, steps=3, plugins=[provider], host=PluginHost(), **fast)
     assert provider.built.seen == [0, 1, 2]
     assert isinstance(load_model(out, archs())[0], TransformerNet)  # saved under the config it declared
+
+
+def test_a_networks_default_lr_is_the_default_and_a_given_lr_wins(tmp_path, files, fast):
+    """A plugin's pretrained network sets its fine-tuning step size (default_lr); --lr overrides it; a bad one is
+    named."""
+    import json
+
+    class Provider:
+        name = "provider"
+
+        def __init__(self, lr):
+            self.lr = lr
+
+        @nst.hookimpl
+        def nst_train_network(self, ctx, config):
+            net = TransformerNet(8, 1)
+            net.default_lr = self.lr
+            return net
+
+    def trained_lr(default, **kw):
+        out = tmp_path / f"m{len(list(tmp_path.iterdir()))}.safetensors"
+        train(files["style"], files["data"], out, steps=1, plugins=[Provider(default)], host=PluginHost(), **fast, **kw)
+        return json.loads(read_model_meta(out)["info"])["settings"]["lr"]
+
+    assert trained_lr(1e-5) == 1e-5
+    assert trained_lr(1e-5, lr=2e-3) == 2e-3
+    with pytest.raises(NSTError, match="default_lr 'fast'"):
+        trained_lr("fast")
 
 
 def test_resume_refuses_other_stroke_sizes(tmp_path, files, fast):
