@@ -4,6 +4,7 @@ The scripts import it as a sibling module (`python benchmarks/NAME.py` puts this
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import resource
 import subprocess
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 import nst
 
@@ -85,3 +87,19 @@ def write_report(text: str, out: Path | None) -> None:
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text)
+
+
+def sample_photos(folder: Path, names) -> list[Path]:
+    """scikit-image's sample photos NAMES saved as PNGs in FOLDER (those this version has; none without it)."""
+    if importlib.util.find_spec("skimage") is None:
+        return []
+    from skimage import data
+
+    paths = []
+    for name in names:
+        if hasattr(data, name):
+            image = getattr(data, name)()
+            if image.ndim == 3 and image.shape[2] == 3:
+                Image.fromarray(image).save(folder / f"{name}.png")
+                paths.append(folder / f"{name}.png")
+    return paths

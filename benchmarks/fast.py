@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 import nst
-from common import CONTENT, ROOT, STYLE, devices, machine, write_report
+from common import CONTENT, ROOT, STYLE, devices, machine, sample_photos, write_report
 
 METRIC = ROOT.parent / "shared" / "tools" / "metric.py"
 SHARED_STYLES = ROOT.parent / "shared" / "data" / "styles"
@@ -31,14 +31,7 @@ SHARED_STYLES = ROOT.parent / "shared" / "data" / "styles"
 
 def photos(folder: Path) -> list[Path]:
     """The example photo, plus scikit-image's astronaut, coffee and chelsea when installed (saved as PNGs)."""
-    found = [CONTENT]
-    if importlib.util.find_spec("skimage"):
-        from skimage import data
-
-        for name in ("astronaut", "coffee", "chelsea"):
-            Image.fromarray(getattr(data, name)()).save(folder / f"{name}.png")
-            found.append(folder / f"{name}.png")
-    return found
+    return [CONTENT, *sample_photos(folder, ("astronaut", "coffee", "chelsea"))]
 
 
 def load_metric(path: Path):

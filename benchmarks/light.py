@@ -11,8 +11,6 @@ Usage: python benchmarks/light.py [--steps 300] [--size 192] [--data DIR] [--sty
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import statistics
 import tempfile
 import time
 from datetime import datetime
@@ -23,38 +21,12 @@ import torch
 from PIL import Image
 
 import nst
-from common import CONTENT, ROOT, STYLE, machine, write_report
-from fast import METRIC, SHARED_STYLES, load_metric
+from common import CONTENT, STYLE, machine, sample_photos, write_report
+from fast import METRIC, SHARED_STYLES, load_metric, timed_ms
 
 TRAIN_SAMPLES = ("chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "retina")
 HELD_OUT = "astronaut"
 ARCHS = ("johnson", "light")
-
-
-def sample_photos(folder: Path, names) -> list[Path]:
-    """scikit-image's sample photos NAMES saved as PNGs in FOLDER (those this version has; none without it)."""
-    if importlib.util.find_spec("skimage") is None:
-        return []
-    from skimage import data
-
-    paths = []
-    for name in names:
-        if hasattr(data, name):
-            image = getattr(data, name)()
-            if image.ndim == 3 and image.shape[2] == 3:
-                Image.fromarray(image).save(folder / f"{name}.png")
-                paths.append(folder / f"{name}.png")
-    return paths
-
-
-def timed_ms(fn, runs: int) -> tuple[float, object]:
-    """(median ms of RUNS calls after one warm-up, the last result)."""
-    result, times = fn(), []
-    for _ in range(runs):
-        start = time.perf_counter()
-        result = fn()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times), result
 
 
 def main() -> None:
@@ -97,7 +69,7 @@ def main() -> None:
             content.save(tmp / "content.png")
             line = [content]
             for arch in ARCHS:
-                ms, out = timed_ms(lambda: nst.stylize(tmp / "content.png", method="johnson", model=models[arch],
+                ms, _, out = timed_ms(lambda: nst.stylize(tmp / "content.png", method="johnson", model=models[arch],
                                                        size=args.run_size, device="cpu", note=lambda m: None), args.runs)
                 row = dict(kind="run", arch=arch, photo=photo.stem, ms=ms)
                 if metric is not None:

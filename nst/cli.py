@@ -288,8 +288,8 @@ def train(
     batch_size: Annotated[Optional[int], typer.Option(help="Photos per step (per process under torchrun). [default: 4]")] = None,
     steps: Annotated[Optional[int], typer.Option(help="Training steps. [default: 2000]")] = None,
     epochs: Annotated[Optional[float], typer.Option(help="Passes over the data (instead of --steps).")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Adam learning rate. [default: 0.001; a fine-tuned pretrained network's own, "
-                                                "e.g. --plugin arbitrary's]")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Adam learning rate. [default: 0.001; 0.0001 when fine-tuning "
+                                                "with --plugin arbitrary]")] = None,
     content_weight: Annotated[Optional[float], typer.Option(help="[default: 1]")] = None,
     style_weight: Annotated[Optional[float], typer.Option(help="Higher = more stylised. [default: 0.0005]")] = None,
     tv_weight: Annotated[Optional[float], typer.Option(help="[default: 100000]")] = None,

@@ -235,7 +235,7 @@ def nst_train_network(ctx: RunContext) -> OwnStyleTransformer:
     net = OwnStyleTransformer().to(ctx.device)
     net.transformer.load_state_dict(transformer.state_dict())
     with torch.no_grad():
-        net.vector.copy_(predictor(style_input(ctx.styles[0].to(ctx.device), 1.0)))
+        net.vector.copy_(predictor(style_input(ctx.styles[0], 1.0)))
     return net
 
 
