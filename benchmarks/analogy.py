@@ -14,8 +14,9 @@ from datetime import datetime
 from pathlib import Path
 
 import torch
-
-from common import CONTENT as A, MB, STYLE as B_PRIME, devices, machine, memory_now, memory_peak, run_child, synchroniser, write_report
+from common import CONTENT as A
+from common import MB, devices, machine, memory_now, memory_peak, run_child, synchroniser, write_report
+from common import STYLE as B_PRIME
 
 
 def child(device: str, size: int, both: bool) -> dict:

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import CONTENT, ROOT, STYLE, devices, machine, sample_photos, write_report
 from PIL import Image
 
 import nst
-from common import CONTENT, ROOT, STYLE, devices, machine, sample_photos, write_report
 
 METRIC = ROOT.parent / "shared" / "tools" / "metric.py"
 SHARED_STYLES = ROOT.parent / "shared" / "data" / "styles"

@@ -14,9 +14,21 @@ from datetime import datetime
 from pathlib import Path
 
 import torch
+from common import (
+    CONTENT,
+    MB,
+    STYLE,
+    StepClock,
+    devices,
+    machine,
+    memory_now,
+    memory_peak,
+    run_child,
+    synchroniser,
+    write_report,
+)
 
 import nst
-from common import CONTENT, MB, STYLE, StepClock, devices, machine, memory_now, memory_peak, run_child, synchroniser, write_report
 from nst.core.encoder import load_vgg
 from nst.host import default_host
 

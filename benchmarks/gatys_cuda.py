@@ -17,9 +17,9 @@ from datetime import datetime
 from pathlib import Path
 
 import torch
+from common import CONTENT, STYLE, StepClock, machine, synchroniser, write_report
 
 import nst
-from common import CONTENT, STYLE, StepClock, machine, synchroniser, write_report
 from nst.bench import measures
 from nst.core.images import load_image
 

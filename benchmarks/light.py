@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import CONTENT, STYLE, machine, sample_photos, write_report
+from fast import METRIC, SHARED_STYLES, load_metric, timed_ms
 from PIL import Image
 
 import nst
-from common import CONTENT, STYLE, machine, sample_photos, write_report
-from fast import METRIC, SHARED_STYLES, load_metric, timed_ms
 
 TRAIN_SAMPLES = ("chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "retina")
 HELD_OUT = "astronaut"

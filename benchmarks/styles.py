@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import StepClock, machine, write_report
 from PIL import Image
 
 import nst
-from common import StepClock, machine, write_report
 from nst.core.johnson import load_model
 from nst.core.onnxrun import onnx_runner
 from nst.host import default_host

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import CONTENT, ROOT, STYLE, machine, write_report
 from PIL import Image
 
-from common import CONTENT, ROOT, STYLE, machine, write_report
 from nst.core.johnson import TransformerNet, save_model
 from nst.plugins.video.engine import stylize_video
 

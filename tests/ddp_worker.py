@@ -12,7 +12,7 @@ from pathlib import Path
 import torch.distributed as dist
 from safetensors.torch import save_file
 
-from nst.training import train
+from nst.api import train
 
 
 def main() -> None:

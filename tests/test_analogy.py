@@ -4,13 +4,12 @@ from __future__ import annotations
 import numpy
 import pytest
 import torch
+from conftest import gradient_image, one_error_line, stripes_image
 from PIL import Image
 
-from conftest import gradient_image, one_error_line, stripes_image
-from nst.plugins.analogy.engine import AnalogyParams, flow_image, image_analogy, normalise_aspect, photo_refine
 from nst.core.patchmatch import identity_nnf
 from nst.errors import UsageError
-
+from nst.plugins.analogy.engine import AnalogyParams, flow_image, image_analogy, normalise_aspect, photo_refine
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -32,8 +31,8 @@ def iou(a: torch.Tensor, b: torch.Tensor) -> float:
 
 @pytest.fixture(scope="module")
 def embedded_encoder():
-    from nst.api import default_host
     from nst.core.encoder import Encoder, load_vgg
+    from nst.host import default_host
 
     return Encoder(load_vgg(default_host().weights(), "vgg19"), "max")
 

@@ -71,7 +71,7 @@ def float_graph(path: Path) -> bytes:
     return model.SerializeToString()
 
 
-def session(model) -> "ort.InferenceSession":
+def session(model) -> ort.InferenceSession:
     return ort.InferenceSession(model if isinstance(model, bytes) else str(model), providers=["CPUExecutionProvider"])
 
 

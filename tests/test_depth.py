@@ -5,9 +5,9 @@ loaded through the same path users take (`--set depth.weights=PATH`).
 """
 import pytest
 import torch
+from conftest import one_error_line
 
 import nst
-from conftest import one_error_line
 from nst.plugins import depth as D
 
 # Key names and shapes of the official checkpoint midas_v21_small_256.pt, taken from the reference

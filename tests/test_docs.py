@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from nst import hookspecs
+from nst.contract import hookspecs
 
 TESTS = Path(__file__).parent
 GUIDE = TESTS.parent / "docs" / "plugins.md"
@@ -42,3 +42,12 @@ def test_worked_example_matches_fixture(name, lang):
     """The guide's worked example is the tested package, verbatim."""
     source = (TESTS / "fixtures" / "nst-example-plugin" / name).read_text(encoding="utf-8")
     assert f"```{lang}\n{source}```" in GUIDE.read_text(encoding="utf-8"), f"docs/plugins.md: {name} differs from the fixture"
+
+
+def test_readme_options_tables_are_made_from_the_declarations():
+    """README.md's options tables are what docs/options.py makes from nst/settings (run it after a change)."""
+    import runpy
+
+    script = runpy.run_path(str(TESTS.parent / "docs" / "options.py"))
+    text = (TESTS.parent / "README.md").read_text(encoding="utf-8")
+    assert script["rewrite"](text) == text, "README.md's options tables are out of date: run python docs/options.py"

@@ -2,7 +2,16 @@
 import pytest
 import torch
 
-from nst.core.encoder import CONVS, LAYERS, Encoder, VGGWeights, from_torchvision, load_vgg, register_vgg_sources, to_our_layout
+from nst.core.encoder import (
+    CONVS,
+    LAYERS,
+    Encoder,
+    VGGWeights,
+    from_torchvision,
+    load_vgg,
+    register_vgg_sources,
+    to_our_layout,
+)
 from nst.core.weights import Registry
 from nst.errors import NSTError
 

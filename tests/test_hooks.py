@@ -6,7 +6,7 @@ import torch
 import typer
 
 import nst
-from nst.context import RunContext, Scale
+from nst.contract.context import RunContext, Scale
 from nst.core.encoder import Encoder
 from nst.errors import UsageError
 from nst.host import PluginHost
@@ -152,7 +152,7 @@ def test_nst_plugin_options_typed_defaults_and_errors(content_path, style_path, 
     kw = dict(host=host, plugins=[Opt()], **fast)
     nst.run(content_path, [style_path], options={"opt": {"strength": 2, "flag": True}}, **kw)
     assert got == {"strength": 2.0, "mode": "a", "flag": True, "where": Path("x")}
-    from nst.options import Text  # what the command line hands over: parsed by the declared type
+    from nst.settings.values import Text  # what the command line hands over: parsed by the declared type
 
     nst.run(content_path, [style_path], options={"opt": {"strength": Text("3"), "flag": Text("no")}}, **kw)
     assert got == {"strength": 3.0, "mode": "a", "flag": False, "where": Path("x")}

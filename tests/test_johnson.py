@@ -20,12 +20,13 @@ from PIL import Image
 
 import nst
 from nst import cli
+from nst.api import train
+from nst.api.checkpoints import checkpoint_path
 from nst.core.images import load_image, resize_long_side
 from nst.core.johnson import TransformerNet, blend, load_model, read_model_meta, save_model
 from nst.core.photos import PhotoCrops, collate, find_photos
 from nst.errors import NSTError, UsageError
 from nst.host import PluginHost
-from nst.training import checkpoint_path, train
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import archs, gradient_image, one_error_line, stripes_image  # noqa: E402

@@ -134,6 +134,7 @@ LAYERS5 = ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
 @pytest.fixture(scope="module")
 def tiny_encoder():
     from conftest import tiny_vgg_state
+
     from nst.core.encoder import Encoder, VGGWeights
 
     return Encoder(VGGWeights(tiny_vgg_state(), "caffe"), "avg")
@@ -228,7 +229,7 @@ def test_progress_counts_tiles_within_steps():
     """The bar advances by fractions of a step as tiles finish (so its time estimate counts tiles)."""
     from types import SimpleNamespace
 
-    from nst.observers import ProgressBar
+    from nst.runtime.observers import ProgressBar
 
     bar = ProgressBar()
     ctx = SimpleNamespace(total_steps=10, settings=SimpleNamespace(method="gatys"), scale=SimpleNamespace(size=2048),
@@ -248,7 +249,7 @@ def test_progress_counts_tiles_within_steps():
 
 def test_maps_over_the_image_are_not_tiled():
     from nst.errors import UsageError
-    from nst.large import check_tileable
+    from nst.runtime.large import check_tileable
 
     check_tileable({"stroke": torch.tensor(300.0), "style": torch.ones(1, 26)})
     with pytest.raises(UsageError, match="network input 'stroke' is a map over the image"):

@@ -6,7 +6,6 @@ import torch
 
 from nst.core import patchmatch as pm
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

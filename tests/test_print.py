@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import gradient_image, one_error_line
 from PIL import Image, ImageCms
 
-from conftest import gradient_image, one_error_line
+from nst.runtime.run_record import read_run_record
 
 
 @pytest.fixture
@@ -27,8 +28,9 @@ def gatys(tiny_weights):
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_png16_keeps_alpha_icc_and_records_the_run(rgba_content, style_path, tiny_weights, tmp_path):
-    import nst
     from torchvision.io import ImageReadMode, decode_png, read_file
+
+    import nst
 
     content, alpha, icc = rgba_content
     out = tmp_path / "out.png"
@@ -41,14 +43,15 @@ def test_png16_keeps_alpha_icc_and_records_the_run(rgba_content, style_path, tin
     assert (data[3].float() / 65535 - torch.from_numpy(alpha / 255.0)).abs().max() < 0.01
     with Image.open(out) as img:
         assert img.info["icc_profile"] == icc
-    record = nst.api.read_run_record(out)
+    record = read_run_record(out)
     assert record["seed"] == 5 and record["settings"]["steps"] == 2 and record["settings"]["bit_depth"] == 16
     assert record["content"] == str(content.resolve()) and record["version"] == nst.__version__
 
 
 def test_tiff16_with_alpha_icc_and_record(rgba_content, style_path, tiny_weights, tmp_path):
-    import nst
     import tifffile
+
+    import nst
 
     content, _, icc = rgba_content
     out = tmp_path / "out.tif"
@@ -57,7 +60,7 @@ def test_tiff16_with_alpha_icc_and_record(rgba_content, style_path, tiny_weights
         page = tif.pages[0]
         assert page.asarray().dtype == np.uint16 and page.asarray().shape == (48, 64, 4)
         assert page.tags[34675].value == icc
-    assert nst.api.read_run_record(out)["seed"] == 5
+    assert read_run_record(out)["seed"] == 5
 
 
 def test_info_and_config_from_repeat_the_run(run_cli, content_path, style_path, tiny_weights, tmp_path):

@@ -3,11 +3,11 @@ region-wise style loss, which must give each content region its partner's statis
 import numpy as np
 import pytest
 import torch
+from conftest import one_error_line
 from PIL import Image
 
 import nst
-from conftest import one_error_line
-from nst.core.losses import guided_gram, gram_matrix
+from nst.core.losses import gram_matrix, guided_gram
 from nst.plugins import semantic as S
 
 H, W = 48, 64

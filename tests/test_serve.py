@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 pytest.importorskip("fastapi", reason="the web extra is not installed")
+from conftest import gradient_image, stripes_image  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 import nst  # noqa: E402
@@ -20,7 +21,6 @@ from nst.host import PluginHost  # noqa: E402
 from nst.serve.app import create_app  # noqa: E402
 from nst.serve.forms import Limits  # noqa: E402
 from nst.serve.jobs import INTERRUPTED  # noqa: E402
-from conftest import gradient_image, stripes_image  # noqa: E402
 
 TOKEN = "s3cret-token-for-tests-0123"
 

@@ -15,13 +15,22 @@ import torch
 from PIL import Image
 
 import nst
+from nst.api import train
+from nst.api.checkpoints import checkpoint_path
 from nst.core.images import load_image, resize_long_side
 from nst.core.johnson import TransformerNet, load_model, read_model_meta, save_model
-from nst.plugins.stroke.network import (StrokePyramidNet, branch_position, gate_weights, map_to_sizes, middle_size, check_sizes,
-                             receptive_field, training_sizes)
 from nst.errors import NSTError, UsageError
 from nst.host import PluginHost
-from nst.training import checkpoint_path, train
+from nst.plugins.stroke.network import (
+    StrokePyramidNet,
+    branch_position,
+    check_sizes,
+    gate_weights,
+    map_to_sizes,
+    middle_size,
+    receptive_field,
+    training_sizes,
+)
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import archs, gradient_image, one_error_line, stripes_image  # noqa: E402
@@ -112,7 +121,7 @@ def test_gate_weights_pick_and_interpolate_neighbouring_branches():
 
 @pytest.mark.parametrize("text", ["256", "512,256", "256,256", "a,b", "8,64", "64,1,2,3,4,5,6"])
 def test_bad_sizes_are_usage_errors(text):
-    from nst.options import Option, Text
+    from nst.settings.values import Option, Text
 
     with pytest.raises(UsageError, match="stroke.sizes"):
         check_sizes(Option("sizes", list[int], None).parse("stroke.sizes", Text(text)))

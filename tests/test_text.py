@@ -14,10 +14,10 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
-from nst.plugins.text.glyphs import Layout, distance_guide, glyph_mask, render_text
-from nst.plugins.text.effects import EffectParams, plan_transfer, pooled_source, transfer
 from nst.errors import NSTError
 from nst.plugins.text import image_target, text_target
+from nst.plugins.text.effects import EffectParams, plan_transfer, pooled_source, transfer
+from nst.plugins.text.glyphs import Layout, distance_guide, glyph_mask, render_text
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import one_error_line  # noqa: E402

@@ -14,6 +14,7 @@ av = pytest.importorskip("av")
 pytest.importorskip("cv2")
 
 from conftest import gradient_image, one_error_line  # noqa: E402
+
 from nst.core.johnson import TransformerNet, save_model  # noqa: E402
 from nst.plugins.video import flow as fl  # noqa: E402
 from nst.plugins.video.engine import stylize_video, work_folder  # noqa: E402

@@ -13,13 +13,13 @@ import os
 import platform
 import shutil
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
 
 import torch
 
-from nst.bench.plan import METHODS, Plan, make_plan
+from nst.bench.plan import METHODS, BenchPlan, make_plan
 from nst.core.files import atomic_path
 from nst.core.images import load_image
 from nst.errors import NSTError, UsageError, note_line
@@ -77,7 +77,7 @@ def _write_json(path: Path, data: dict) -> None:
         tmp.write_text(json.dumps(data, indent=1, default=str))
 
 
-def _plan_key(plan: Plan, quick: bool) -> dict:
+def _plan_key(plan: BenchPlan, quick: bool) -> dict:
     return {"quick": quick, "device": plan.device, "methods": plan.methods, "sizes": plan.sizes, "steps": plan.steps,
             "train_steps": plan.train_steps, "train_size": plan.train_size, "grid_size": plan.grid_size,
             "grid_photos": [str(p) for p in plan.grid_photo_paths()], "grid_styles": [str(p) for p in plan.grid_style_paths()],
@@ -108,7 +108,8 @@ def bench(output: str | Path, *, quick: bool = False, device: str = "auto", meth
         raise UsageError(f"{folder} exists and is not a folder")
     results_path = folder / "results.json"
     if results_path.exists() and not (resume or overwrite):
-        raise UsageError(f"{folder} already holds a bench report: continue it with --resume, or replace it with --overwrite")
+        raise UsageError(f"{folder} already holds a bench report: continue it with --resume, or replace it with "
+                         "--overwrite")
     if folder.exists() and not results_path.exists() and any(folder.iterdir()):
         raise UsageError(f"{folder} is not empty and holds no bench report: choose a new or empty folder")
     dev = str(pick_device(device))
@@ -130,11 +131,13 @@ def bench(output: str | Path, *, quick: bool = False, device: str = "auto", meth
     if resume and results_path.exists():
         results = json.loads(results_path.read_text())
         if results.get("plan") != key:
-            raise UsageError(f"{folder} holds a bench with another plan (options changed): use the same options to resume, "
+            raise UsageError(f"{folder} holds a bench with another plan (options changed): use the same options to "
+                             "resume, "
                              "or --overwrite")
     results["plan"] = key
     results["skipped"] = {}  # what cannot run, or did not fit in --max-time, is found anew
-    results["meta"] = {"nst": _version(), "torch": torch.__version__, "cuda": torch.version.cuda if dev.startswith("cuda") else None,
+    results["meta"] = {"nst": _version(), "torch": torch.__version__,
+                       "cuda": torch.version.cuda if dev.startswith("cuda") else None,
                        "device_name": _device_name(dev), "threads": torch.get_num_threads(), "python": platform.python_version(),
                        "platform": platform.platform(), "date": datetime.now().astimezone().isoformat(timespec="seconds")}
     for method in plan.methods:
@@ -158,7 +161,8 @@ def bench(output: str | Path, *, quick: bool = False, device: str = "auto", meth
                 bar.advance(task)
     except KeyboardInterrupt:
         _write_json(results_path, results)
-        raise NSTError(f"interrupted; {len(results['cells'])} cells are kept in {results_path}: continue with --resume") from None
+        raise NSTError(f"interrupted; {len(results['cells'])} cells are kept in {results_path}: continue with "
+                       "--resume") from None
     results["meta"]["seconds"] = round(time.perf_counter() - started, 1)
     staging = work / "report"
     shutil.rmtree(staging, ignore_errors=True)

@@ -8,18 +8,18 @@ process's peak so far.
 from __future__ import annotations
 
 import contextlib
-import io
 import resource
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
 import nst
 from nst.bench import measures
-from nst.bench.plan import Plan
+from nst.bench.plan import BenchPlan
 from nst.core.images import load_image, save_image
 from nst.errors import NSTError
 
@@ -108,7 +108,7 @@ class Bench:
     """Runs cells of PLAN; WORK holds the networks trained by train cells and the generated inputs, IMAGES the
     grid's results (the contact sheets are made from them)."""
 
-    def __init__(self, plan: Plan, work: Path, images: Path, photos_dir: Path) -> None:
+    def __init__(self, plan: BenchPlan, work: Path, images: Path, photos_dir: Path) -> None:
         self.plan, self.work, self.images, self.photos_dir = plan, work, images, photos_dir
         self.device = plan.device
 
@@ -191,10 +191,11 @@ class Bench:
         from nst.bench.samples import text_example
 
         source, styled = text_example(self.work, size)
+        from nst.plugins.text import text_effect
+
         out = self.work / f"text-{size}.png"
-        args = ["text", "--source", str(source), "--styled", str(styled), "--text", "Ab", "--size", str(size),
-                "-o", str(out), "--device", self.device, "-q"]
-        seconds, memory, _ = measured(self.device, lambda: _cli(args + (["--overwrite"] if out.exists() else [])))
+        seconds, memory, _ = measured(self.device, lambda: text_effect([source], [styled], out, text="Ab", size=size,
+                                                                        device=self.device, note=_quiet))
         return {"method": "text", "size": size, "seconds": seconds, **memory, "s_per_step": None, "steps": None}
 
     def _warm_time(self, fn: Callable[[], Any]) -> float:
@@ -245,18 +246,3 @@ def _time_to_half(rec: Recorder, term: str) -> float | None:
     smooth = np.convolve(values, np.ones(5) / 5, mode="valid")
     below = np.nonzero(smooth <= 0.5 * smooth[0])[0]
     return float(rec.times[below[0] + 4] - rec.times[0]) if len(below) else None
-
-
-def _cli(args: list[str]) -> None:
-    """Run an nst command in this process (used for `nst text`, which has no API function); errors as NSTError."""
-    import typer
-
-    from nst.cli import _host, app
-
-    _host().attach_commands(app)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):  # the command's "wrote ..." line is not the bench's
-            typer.main.get_command(app).main(args, standalone_mode=False)
-    except SystemExit as exc:
-        if exc.code:
-            raise NSTError(f"nst {' '.join(args[:1])} exited with {exc.code}") from None

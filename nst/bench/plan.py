@@ -21,7 +21,7 @@ SECTIONS = {
 
 
 @dataclass
-class Plan:
+class BenchPlan:
     """Sizes in px (long side), steps per optimisation run, training steps and size, the quality grid's size,
     the numbers of styles for scalability, and the images (filled in by the runner)."""
 
@@ -75,7 +75,7 @@ class Plan:
 
 
 def make_plan(device: str, quick: bool, methods: list[str] | None, sizes: list[int] | None, steps: int | None = None,
-              train_steps: int | None = None, weights: str = "vgg19") -> Plan:
+              train_steps: int | None = None, weights: str = "vgg19") -> BenchPlan:
     """The plan for DEVICE ("cpu" or "cuda..."): --quick is sized for a few minutes on a 2-core CPU; the full CPU
     plan for an idle hour; the CUDA plan for under 8 minutes on one modern GPU. STEPS / TRAIN_STEPS / WEIGHTS
     override the plan's optimisation steps, training steps per style and loss-network weights."""
@@ -85,13 +85,13 @@ def make_plan(device: str, quick: bool, methods: list[str] | None, sizes: list[i
         raise UsageError(f"--methods: unknown method {', '.join(bad)} (known: {', '.join(METHODS)})")
     cuda = device.startswith("cuda")
     if quick:
-        plan = Plan(device, methods, [64, 128], steps=10, train_steps=12, train_size=64, grid_size=96, grid_photos=2,
+        plan = BenchPlan(device, methods, [64, 128], steps=10, train_steps=12, train_size=64, grid_size=96, grid_photos=2,
                     grid_styles=2, style_counts=[1, 2], analogy_max=64)
     elif cuda:
-        plan = Plan(device, methods, [256, 512, 1024], steps=500, train_steps=400, train_size=256, grid_size=512,
+        plan = BenchPlan(device, methods, [256, 512, 1024], steps=500, train_steps=400, train_size=256, grid_size=512,
                     grid_photos=3, grid_styles=4, style_counts=[1, 2, 4], analogy_max=512)
     else:
-        plan = Plan(device, methods, [256, 512], steps=100, train_steps=200, train_size=128, grid_size=256,
+        plan = BenchPlan(device, methods, [256, 512], steps=100, train_steps=200, train_size=128, grid_size=256,
                     grid_photos=3, grid_styles=3, style_counts=[1, 2, 4], analogy_max=256)
     if sizes:
         if any(not 16 <= s <= 8192 for s in sizes):

@@ -141,9 +141,11 @@ def build(results: dict, folder: Path) -> list[Block]:
     meta, plan = results["meta"], results["plan"]
     blocks: list[Block] = [("h1", f"nst bench — {meta['device_name']}"),
                            ("p", f"nst {meta['nst']}, torch {meta['torch']}, CUDA {meta['cuda'] or '–'}, "
-                                 f"{meta['threads']} CPU threads, {meta['date']}. Plan: {'quick' if plan['quick'] else 'full'} "
+                                 f"{meta['threads']} CPU threads, {meta['date']}. Plan: "
+                                 f"{'quick' if plan['quick'] else 'full'} "
                                  f"on {plan['device']}; sizes {plan['sizes']}; {plan['steps']} optimisation steps; "
-                                 f"training {plan['train_steps']} steps per style at {plan['train_size']} px; quality grid "
+                                 f"training {plan['train_steps']} steps per style at {plan['train_size']} px; quality "
+                                 "grid "
                                  f"at {plan['grid_size']} px. Images: built-in procedural photos and paintings"
                                  f"{' plus the given folders' if plan['given_images'] else ''}.")]
     skipped = {k: v["skipped"] for k, v in results["cells"].items() if "skipped" in v}
@@ -156,8 +158,10 @@ def build(results: dict, folder: Path) -> list[Block]:
     if rows:
         fits = _plot_times(rows, folder / "plots" / "time.png")
         blocks.append(("p", "Wall-clock seconds for one image through nst.run (optimisation methods: the whole run; "
-                            "feed-forward: warm, one call, model file read included, on the CPU through onnxruntime when it "
-                            "is installed), the network's PyTorch forward pass alone (feed-forward), seconds per optimisation step, peak memory during the call and its increase "
+                            "feed-forward: warm, one call, model file read included, on the CPU through onnxruntime "
+                            "when it "
+                            "is installed), the network's PyTorch forward pass alone (feed-forward), seconds per "
+                            "optimisation step, peak memory during the call and its increase "
                             "over the memory in use when the call began."))
         blocks.append(("table", ["method", "size px", "s / image", "torch forward ms", "s / step", "peak MB", "added MB"],
                        [[r["method"], r["size"], _fmt(r["seconds"]), _fmt(r.get("forward_ms")), _fmt(r["s_per_step"]),
@@ -181,9 +185,11 @@ def build(results: dict, folder: Path) -> list[Block]:
     grid = _cells(results, "grid/")
     if grid:
         blocks.append(("p", "Mean ± sd over the content × style grid, measured without the VGG19 the methods optimise: "
-                            "content by SSIM and edge correlation with the photo (higher = closer), style by the colour "
+                            "content by SSIM and edge correlation with the photo (higher = closer), style by the "
+                            "colour "
                             "distance (sliced Wasserstein, lower = closer) and the texture distance of Magenta's "
-                            "MobileNetV2 style predictor (lower = closer; it drives `arbitrary`, so that row scores itself there)."))
+                            "MobileNetV2 style predictor (lower = closer; it drives `arbitrary`, so that row scores "
+                            "itself there)."))
         methods = list(dict.fromkeys(r["method"] for r in grid))
         blocks.append(("table", ["method", "images", "SSIM", "edges", "colour", "texture"],
                        [[m, len([r for r in grid if r["method"] == m])] +
@@ -197,7 +203,8 @@ def build(results: dict, folder: Path) -> list[Block]:
 
     # 4. loss curves
     blocks.append(("h2", SECTIONS["curves"]))
-    curves = {f"train {r['arch']} ({r['styles']} style{'s' if r['styles'] > 1 else ''})": r["curve"] for r in trains if r.get("curve")}
+    curves = {f"train {r['arch']} ({r['styles']} "
+              f"style{'s' if r['styles'] > 1 else ''})": r["curve"] for r in trains if r.get("curve")}
     first_gatys = next((r for r in grid if r["method"] == "gatys" and r.get("curve")), None)
     if first_gatys:
         curves[f"gatys {first_gatys['photo']} × {first_gatys['style']}"] = first_gatys["curve"]
@@ -211,9 +218,12 @@ def build(results: dict, folder: Path) -> list[Block]:
     scale = sorted(_cells(results, "scale/"), key=lambda r: (r["method"], r["styles"]))
     cond = [r for r in trains if r["arch"] == "johnson"]
     if scale or cond:
-        blocks.append(("p", "gatys blends N styles in one optimisation; `arbitrary` blends N style vectors (constant cost); "
-                            "one conditional Johnson network learns N styles against N separate networks (separate = N × "
-                            "the one-style network). Colour / texture: mean distance of the blend to each of its styles."))
+        blocks.append(("p", "gatys blends N styles in one optimisation; `arbitrary` blends N style vectors (constant "
+                            "cost); "
+                            "one conditional Johnson network learns N styles against N separate networks (separate = N "
+                            "× "
+                            "the one-style network). Colour / texture: mean distance of the blend to each of its "
+                            "styles."))
         blocks.append(("table", ["method", "styles", "s / image", "s / step", "colour", "texture"],
                        [[r["method"], r["styles"], _fmt(r["seconds"]), _fmt(r["s_per_step"]), _fmt(r["colour"]),
                          _fmt(r["texture"])] for r in scale]))

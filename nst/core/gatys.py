@@ -1,7 +1,7 @@
 """Image optimisation (Gatys et al. 2016): pixels updated by L-BFGS or Adam against loss terms."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -79,7 +79,8 @@ def optimise(image: torch.Tensor, terms: list[LossTerm], encoder: Encoder, steps
         else:
             total, parts, x.grad = loss_and_grad(x.detach())
         if not torch.isfinite(total):
-            raise NSTError("the optimisation diverged (non-finite loss); lower the loss weights or use --optimizer adam")
+            raise NSTError("the optimisation diverged (non-finite loss); lower the loss weights or use --optimizer "
+                           "adam")
         if loss_and_grad is None:
             total.backward()
         done += 1

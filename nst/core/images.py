@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -40,7 +40,8 @@ def _pil_to_tensor(img: Image.Image, name: str, note: Note) -> torch.Tensor:
         return torch.from_numpy(arr).expand(1, 3, *arr.shape).contiguous()
     has_alpha = img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
     if has_alpha:
-        note(f"{name}: transparency composited on white for the transfer (a content's alpha is put back on PNG, TIFF and WebP output)")
+        note(f"{name}: transparency composited on white for the transfer (a content's alpha is put back on PNG, TIFF "
+             "and WebP output)")
         rgba = img.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(white, rgba)
@@ -70,7 +71,7 @@ def _decode_png16(path: Path) -> np.ndarray | None:
     return arr
 
 
-def _shrink_factor(pixels: int) -> int:
+def shrink_factor(pixels: int) -> int:
     """The smallest power of two f with PIXELS / f² <= WORK_PIXELS."""
     f = 1
     while pixels / (f * f) > WORK_PIXELS:
@@ -81,7 +82,7 @@ def _shrink_factor(pixels: int) -> int:
 def _open_bounded(raw: Image.Image, path: Path, note: Note) -> Image.Image:
     """RAW decoded, shrunk on decode (JPEG draft) or right after (reduce) to at most WORK_PIXELS."""
     w, h = raw.size
-    factor = _shrink_factor(w * h)
+    factor = shrink_factor(w * h)
     if factor > 1 and raw.format == "JPEG":
         raw.draft(raw.mode, (max(1, w // factor), max(1, h // factor)))
     elif w * h > READ_PIXELS:
@@ -89,7 +90,7 @@ def _open_bounded(raw: Image.Image, path: Path, note: Note) -> Image.Image:
                        f"{READ_PIXELS / 1e6:.0f} Mpx; shrink it first")
     img = ImageOps.exif_transpose(raw) if raw.getexif().get(ORIENTATION, 1) != 1 else raw
     img.load()
-    factor = _shrink_factor(img.width * img.height)
+    factor = shrink_factor(img.width * img.height)
     if factor > 1:
         img = img.reduce(factor)
     if img.size != (w, h) and img.size != (h, w):
@@ -162,7 +163,8 @@ def _tensor_image(image: torch.Tensor) -> torch.Tensor:
         raise NSTError(f"image tensor {shape} contains NaN or inf values")
     lo, hi = float(t.min()), float(t.max())
     if lo < -RANGE_SLACK or hi > 1 + RANGE_SLACK:
-        raise NSTError(f"image tensor values lie in [{lo:.3g}, {hi:.3g}]; nst expects [0, 1] (divide 0..255 values by 255, "
+        raise NSTError(f"image tensor values lie in [{lo:.3g}, {hi:.3g}]; nst expects [0, 1] (divide 0..255 values by "
+                       "255, "
                        "or pass a uint8 tensor)")
     return t.expand(1, 3, *t.shape[2:]).clamp(0, 1).contiguous()
 

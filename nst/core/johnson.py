@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +27,7 @@ ARCH_VERSION = 1
 Architectures = dict[str, Callable[[dict], nn.Module]]
 
 
-def _conv(c_in: int, c_out: int, k: int, stride: int = 1) -> nn.Sequential:
+def padded_conv(c_in: int, c_out: int, k: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.ReflectionPad2d(k // 2), nn.Conv2d(c_in, c_out, k, stride))
 
 
@@ -40,15 +41,15 @@ class InstanceNorm(TileableNorm, nn.InstanceNorm2d):
 class ConvNormReLU(nn.Sequential):
     def __init__(self, c_in: int, c_out: int, k: int, stride: int = 1, upsample: bool = False) -> None:
         layers: list[nn.Module] = [nn.Upsample(scale_factor=2, mode="nearest")] if upsample else []
-        layers += [_conv(c_in, c_out, k, stride), InstanceNorm(c_out, affine=True), nn.ReLU(inplace=True)]
+        layers += [padded_conv(c_in, c_out, k, stride), InstanceNorm(c_out, affine=True), nn.ReLU(inplace=True)]
         super().__init__(*layers)
 
 
 class Residual(nn.Module):
     def __init__(self, c: int) -> None:
         super().__init__()
-        self.body = nn.Sequential(_conv(c, c, 3), InstanceNorm(c, affine=True), nn.ReLU(inplace=True),
-                                  _conv(c, c, 3), InstanceNorm(c, affine=True))
+        self.body = nn.Sequential(padded_conv(c, c, 3), InstanceNorm(c, affine=True), nn.ReLU(inplace=True),
+                                  padded_conv(c, c, 3), InstanceNorm(c, affine=True))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)
@@ -64,7 +65,7 @@ class TransformerNet(nn.Module):
         self.down = nn.Sequential(ConvNormReLU(3, w, 9), ConvNormReLU(w, 2 * w, 3, 2), ConvNormReLU(2 * w, 4 * w, 3, 2))
         self.res = nn.Sequential(*[Residual(4 * w) for _ in range(blocks)])
         self.up = nn.Sequential(ConvNormReLU(4 * w, 2 * w, 3, upsample=True), ConvNormReLU(2 * w, w, 3, upsample=True))
-        self.out = _conv(w, 3, 9)
+        self.out = padded_conv(w, 3, 9)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) in [0, 1] -> (B, 3, H, W) in [0, 1]; any H, W (reflect-padded to a multiple of 4)."""
@@ -104,9 +105,11 @@ class MultiStyleNet(nn.Module):
                        "bias": bias}
         self.styles = styles
         ins = [3, *contract[:-1]]
-        self.contract = nn.ModuleList([nn.Conv2d(i, o, k, s, bias=bias) for i, o, k, s in zip(ins, contract, (9, 3, 3), (1, 2, 2))])
+        self.contract = nn.ModuleList([nn.Conv2d(i, o, k, s, bias=bias) for i, o, k, s in zip(ins, contract, (9, 3, 3), (1, 2,
+                                                                                                                         2))])
         c = contract[-1]
-        self.res = nn.ModuleList([nn.ModuleList([nn.Conv2d(c, c, 3, bias=bias), nn.Conv2d(c, c, 3, bias=bias)]) for _ in range(blocks)])
+        self.res = nn.ModuleList([nn.ModuleList([nn.Conv2d(c, c, 3, bias=bias), nn.Conv2d(c, c, 3,
+                                                                                          bias=bias)]) for _ in range(blocks)])
         self.expand = nn.ModuleList([nn.Conv2d(i, o, 3, bias=bias) for i, o in zip([c, *expand[:-1]], expand)])
         self.out = nn.Conv2d(expand[-1], 3, 9, bias=bias)
         channels = contract + [c] * (2 * blocks) + expand + [3]
@@ -189,7 +192,8 @@ def read_model_meta(path: str | os.PathLike) -> dict[str, str]:
     if meta.get("format") != FORMAT:
         raise NSTError(f"{path}: not an nst Johnson model (format '{meta.get('format', 'none')}')")
     if meta.get("arch_version") != str(ARCH_VERSION):
-        raise NSTError(f"{path}: model made for architecture version {meta.get('arch_version')}, this nst reads version "
+        raise NSTError(f"{path}: model made for architecture version {meta.get('arch_version')}, this nst reads "
+                       "version "
                        f"{ARCH_VERSION}; retrain it with `nst train`")
     return meta
 
@@ -221,7 +225,8 @@ def load_model(path: str | os.PathLike, architectures: Architectures,
     except NSTError as exc:
         raise NSTError(f"{path}: {exc}") from None
     except Exception as exc:
-        raise NSTError(f"{path}: damaged nst model file ({type(exc).__name__}: the weights do not fit its architecture)") from None
+        raise NSTError(f"{path}: damaged nst model file ({type(exc).__name__}: the weights do not fit its "
+                       "architecture)") from None
     return net.to(device).eval(), info
 
 

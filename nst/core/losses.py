@@ -4,8 +4,9 @@ Feature maps are (B, C, H, W); every loss returns a scalar tensor.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Protocol
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -137,7 +138,8 @@ def mrf_loss(f: torch.Tensor, style_patches: torch.Tensor, chunk: int = 4096) ->
     """
     k = style_patches.shape[-1]
     if min(f.shape[-2:]) < k:
-        raise NSTError(f"MRF style loss needs feature maps of at least {k}x{k}, got {tuple(f.shape[-2:])}; use a larger --size or shallower --style-layers")
+        raise NSTError(f"MRF style loss needs feature maps of at least {k}x{k}, got {tuple(f.shape[-2:])}; use a "
+                       "larger --size or shallower --style-layers")
     norm = style_patches.flatten(1).norm(dim=1).clamp_min(1e-8)
     with torch.no_grad():
         best_score, best_idx = None, None
@@ -199,7 +201,8 @@ def style_term(kind: str, styles: list[Features], blend: list[float], layers: It
     if kind == "mrf":
         small = [l for s in styles for l in layers if min(s[l].shape[-2:]) < 3]
         if small:
-            raise NSTError(f"MRF style loss: the style image is too small at layer {small[0]} (needs 3x3 features); raise --style-scale or --size")
+            raise NSTError(f"MRF style loss: the style image is too small at layer {small[0]} (needs 3x3 features); "
+                           "raise --style-scale or --size")
         targets = [{l: extract_patches(s[l]) for l in layers} for s in styles]
     elif kind == "gram":
         targets = grams if grams is not None else [{l: gram_matrix(s[l]) for l in layers} for s in styles]
@@ -271,7 +274,8 @@ def merge_terms(core: list[LossTerm], extra: list[LossTerm]) -> list[LossTerm]:
     owners: dict[str, str] = {}
     for t in extra:
         if t.name in core_names and owners.setdefault(t.name, t.source) != t.source:
-            raise UsageError(f"plugins '{owners[t.name]}' and '{t.source}' both replace the core '{t.name}' term; "
+            first, second = sorted((owners[t.name], t.source))
+            raise UsageError(f"plugins '{first}' and '{second}' both replace the core '{t.name}' term; "
                              "use one of them")
     return [t for t in core if t.name not in owners] + extra
 

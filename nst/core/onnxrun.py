@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 import inspect
 import weakref
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -53,7 +53,7 @@ def weights_key(net: torch.nn.Module, *extra: str) -> str:
     return memo[extra][1]
 
 
-_KEYS: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
+_KEYS: weakref.WeakKeyDictionary[torch.nn.Module, dict] = weakref.WeakKeyDictionary()
 
 
 def _digest(net: torch.nn.Module, state: dict, extra: tuple[str, ...]) -> str:

@@ -13,8 +13,6 @@ import math
 import re
 from dataclasses import dataclass, field
 
-import torch
-
 from nst.errors import FieldError, NSTError
 
 GB = 2 ** 30
@@ -68,7 +66,7 @@ class ScalePlan:
 
 
 @dataclass
-class Plan:
+class MemoryPlan:
     """What a run will do and cost; describe() is the text printed before it starts."""
 
     method: str
@@ -133,7 +131,8 @@ def plan_scale(h: int, w: int, steps: int, costs: Costs, budget: float, halo: in
         room = (budget - whole) / costs.window
         if room < (MIN_CELL + 2 * halo) ** 2:
             raise NSTError(f"{w}x{h} px needs about {whole / GB:.1f} GB for its whole-image buffers alone, more than "
-                           f"the {budget / GB:.1f} GB budget leaves for {MIN_CELL} px tiles; raise --max-memory or lower --size")
+                           f"the {budget / GB:.1f} GB budget leaves for {MIN_CELL} px tiles; raise --max-memory or "
+                           "lower --size")
         cell = int(math.sqrt(room)) - 2 * halo
         cell = max(MIN_CELL, cell // align * align)
         if cell >= max(h, w):
@@ -142,23 +141,3 @@ def plan_scale(h: int, w: int, steps: int, costs: Costs, budget: float, halo: in
     px = h * w if cell == 0 else tiles * window_pixels(h, w, cell, halo)
     work = costs.work * px * max(steps, 1) * (tiled_work if cell else 1)
     return ScalePlan(h, w, steps, cell, halo if cell else 0, tiles, peak(cell), work / rate)
-
-
-def measure_rate(device: torch.device) -> float:
-    """FLOP/s of 3×3 convolutions on DEVICE now (a ~0.1 s probe, so a loaded machine estimates honestly)."""
-    import time
-
-    x = torch.rand(1, 64, 96, 96, device=device)
-    conv = torch.nn.Conv2d(64, 64, 3, padding=1).to(device)
-    with torch.no_grad():
-        conv(x)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start, n = time.perf_counter(), 0
-        while time.perf_counter() - start < 0.1 or n < 2:
-            conv(x)
-            n += 1
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        elapsed = time.perf_counter() - start
-    return 2 * 64 * 64 * 9 * 96 * 96 * n / elapsed

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, PngImagePlugin
 
-from nst.core.images import SAVE_FORMATS, _shrink_factor, resize
+from nst.core.images import SAVE_FORMATS, resize, shrink_factor
 from nst.errors import NSTError
 
 KEY = "nst"  # PNG text keyword / the record's top-level key
@@ -48,7 +48,7 @@ def read_extras(source) -> Extras:
             icc = img.info.get("icc_profile") or None
             alpha = None
             if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-                factor = _shrink_factor(img.width * img.height)  # as load_image shrinks huge images
+                factor = shrink_factor(img.width * img.height)  # as load_image shrinks huge images
                 band = ImageOps.exif_transpose(img).convert("RGBA").getchannel("A")
                 band = band.reduce(factor) if factor > 1 else band
                 alpha = torch.from_numpy(np.asarray(band, dtype=np.float32) / 255.0)[None, None]

@@ -7,7 +7,14 @@ def progress_bar(*extra, disable: bool = False, transient: bool = False, counts:
     remaining, then the EXTRA columns (rich column objects, or format strings such as
     "{task.fields[losses]}")."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), *([MofNCompleteColumn()] if counts else []),
                TimeElapsedColumn(), TimeRemainingColumn()]

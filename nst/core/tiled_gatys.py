@@ -17,7 +17,7 @@ the whole image's grid.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -79,7 +79,8 @@ def check_tileable(terms: list[LossTerm]) -> None:
         if t.tiled is None:
             who = f" (plugin '{t.source}')" if t.source else ""
             raise UsageError(f"loss term '{t.name}'{who} needs the whole image at once and cannot be computed in tiles "
-                             "(tileable: content, tv, gram style, semantic and stroke region Grams); raise --max-memory, "
+                             "(tileable: content, tv, gram style, semantic and stroke region Grams); raise "
+                             "--max-memory, "
                              "lower --size or leave the term out")
 
 

@@ -18,8 +18,8 @@ sum to 1 (feathered), so a halo shorter than the receptive field fades instead o
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -39,7 +39,7 @@ class Tile:
 
     def cell_in_window(self, h: int, w: int, window_hw: tuple[int, int]) -> Box:
         """The cell in the coordinates of an (H, W) map computed from the window (at 1/2, 1/4 ... of its size)."""
-        (wy0, wy1, wx0, wx1), (cy0, cy1, cx0, cx1) = self.window, self.cell
+        (wy0, _, wx0, _), (cy0, cy1, cx0, cx1) = self.window, self.cell
         fy, fx = h / window_hw[0], w / window_hw[1]
         return (round((cy0 - wy0) * fy), math.ceil((cy1 - wy0) * fy - 1e-6),
                 round((cx0 - wx0) * fx), math.ceil((cx1 - wx0) * fx - 1e-6))
@@ -101,7 +101,7 @@ class TileableNorm:
     """Mixin for instance-norm modules: they normalise through instance_norm(self, ...), which a
     WholeImageNorms pass can redirect to whole-image statistics."""
 
-    tile_norm: "WholeImageNorms | None" = None
+    tile_norm: WholeImageNorms | None = None
 
 
 def instance_norm(module: TileableNorm, x: torch.Tensor, eps: float, weight: torch.Tensor | None = None,

@@ -74,7 +74,8 @@ class WeightSource:
                 digest = sha256_of(path)
                 if not digest.startswith(self.sha256.lower()):
                     raise NSTError(f"weights '{self.name}' in {path} are not the expected file (sha256 {digest[:16]}…, "
-                                   f"expected {self.sha256[:16]}…): install the version of {self.package} nst was made for")
+                                   f"expected {self.sha256[:16]}…): install the version of {self.package} nst was made "
+                                   "for")
                 _VERIFIED.add((path, self.sha256))
             return path
         if self.kind == "embedded":
@@ -113,7 +114,8 @@ def download(url: str, dest: Path, sha256: str | None, what: str, progress: bool
                 _copy_with_progress(resp, out, total, f"downloading {what}", progress)
             digest = sha256_of(tmp)
             if sha256 and not digest.startswith(sha256.lower()):
-                raise NSTError(f"weights '{what}' from {url} failed the sha256 check (got {digest[:16]}…, expected {sha256[:16]}…); the download is corrupt or the file changed")
+                raise NSTError(f"weights '{what}' from {url} failed the sha256 check (got {digest[:16]}…, expected "
+                               f"{sha256[:16]}…); the download is corrupt or the file changed")
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         reason = getattr(exc, "reason", None) or exc
         raise NSTError(f"weights '{what}' are not cached and could not be downloaded ({reason}); {hint}") from None
@@ -170,7 +172,8 @@ class Registry:
         try:
             return self.sources[name]
         except KeyError:
-            raise NSTError(f"unknown weights '{name}' (known: {', '.join(sorted(self.sources))}; or give a file path)") from None
+            raise NSTError(f"unknown weights '{name}' (known: {', '.join(sorted(self.sources))}; or give a file "
+                           "path)") from None
 
     def resolve(self, name_or_path: str | os.PathLike) -> WeightSource:
         """A registered name, or a path to a local file."""

@@ -14,12 +14,12 @@ import torch.nn.functional as F
 import typer
 from torch import nn
 
+from nst.contract.hookspecs import hookimpl
 from nst.core.encoder import IMAGENET_MEAN, IMAGENET_STD
-from nst.core.losses import LossTerm
 from nst.core.images import image_writer
+from nst.core.losses import LossTerm
 from nst.core.weights import WeightSource, read_tensors
 from nst.errors import NSTError, UsageError
-from nst.hookspecs import hookimpl
 
 MODELS = ("midas-small",)
 MIDAS_SMALL_URL = "https://github.com/isl-org/MiDaS/releases/download/v2_1/midas_v21_small_256.pt"
@@ -166,7 +166,8 @@ def nst_plugin_options(register) -> None:
 def nst_register_weights(register) -> None:
     register(WeightSource(name="midas-small", kind="url", url=MIDAS_SMALL_URL, filename="midas_v21_small_256.pt",
                           sha256=None, local_hint="--set depth.weights=PATH, or nst depth --weights PATH",
-                          description="MiDaS v2.1 small depth network (isl-org/MiDaS, MIT); sha256 not published, unpinned"))
+                          description="MiDaS v2.1 small depth network (isl-org/MiDaS, MIT); sha256 not published, "
+                                      "unpinned"))
 
 
 @hookimpl
@@ -210,7 +211,8 @@ def nst_register_commands(app) -> None:
     @app.command("depth", no_args_is_help=True)
     def depth_command(
         image: Annotated[Path, typer.Argument(help="Image to estimate depth for.", show_default=False)],
-        output: Annotated[Path, typer.Option("--output", "-o", help="Colour-mapped depth PNG (bright = near).", show_default=False)],
+        output: Annotated[Path, typer.Option("--output", "-o", help="Colour-mapped depth PNG (bright = near).",
+                                             show_default=False)],
         model: Annotated[str, typer.Option(help=f"Depth network: {', '.join(MODELS)}.")] = "midas-small",
         weights: Annotated[Optional[Path], typer.Option(help="Local weights file instead of the download.")] = None,
         device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",

@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import torch
 
-from nst import large
-from nst.context import RunContext, Scale, ScaleState
+from nst.contract.context import RunContext, Scale, ScaleState
+from nst.contract.hookspecs import hookimpl
 from nst.core import gatys
 from nst.core.images import MIN_SCALE_SIDE, check_min_side, resize, resize_long_side
 from nst.core.losses import content_term, merge_terms, style_term, tv_term
 from nst.core.tiled_gatys import TiledLoss, tiled_features, tiled_grams
 from nst.errors import UsageError
-from nst.hookspecs import hookimpl
+from nst.runtime import large
 
 
 def default_schedule(ctx: RunContext) -> list[Scale]:
@@ -52,7 +52,8 @@ def run(ctx: RunContext) -> torch.Tensor:
     x, done = None, 0
     for index, scale in enumerate(schedule):
         content = resize_long_side(ctx.content, scale.size) if scale.size != max(ctx.content.shape[-2:]) else ctx.content
-        check_min_side(content, f"the content at the {scale.size} px scale", "use fewer scales or a larger size", MIN_SCALE_SIDE)
+        check_min_side(content, f"the content at the {scale.size} px "
+                                "scale", "use fewer scales or a larger size", MIN_SCALE_SIDE)
         styles = [check_min_side(resize_long_side(img, max(16, round(scale.size * s.style_scale))),
                                  f"style image {i + 1} at the {scale.size} px scale",
                                  "raise style_scale, or use fewer scales or a less elongated style", MIN_SCALE_SIDE)

@@ -11,13 +11,13 @@ from typing import Any
 
 import torch
 
-from nst import large
-from nst.context import RunContext
+from nst.contract.context import RunContext
+from nst.contract.hookspecs import hookimpl
 from nst.core.johnson import MultiStyleNet, blend, johnson_from_config, load_model, multistyle_from_config
 from nst.core.onnxrun import onnx_runner, pick_backend
 from nst.core.weights import WeightSource
 from nst.errors import NSTError, UsageError
-from nst.hookspecs import hookimpl
+from nst.runtime import large
 
 _CACHE: dict[str, Any] = {}
 BYTES_PER_PIXEL = 1024  # a width-32 network's activations at full, half and quarter resolution, inference only
@@ -85,7 +85,8 @@ def chosen_style(ctx: RunContext, net, info: dict) -> torch.Tensor | None:
         raise UsageError("give johnson.style or --style-blend, not both")
     if blend_w is not None:
         if len(blend_w) != net.styles or sum(blend_w) <= 0:
-            raise UsageError(f"--style-blend needs {net.styles} weights (not all 0) for this model's styles: {', '.join(names)}")
+            raise UsageError(f"--style-blend needs {net.styles} weights (not all 0) for this model's styles: "
+                             f"{', '.join(names)}")
         weights = torch.tensor(blend_w, dtype=torch.float32) / sum(blend_w)
         ctx.summary["style"] = ", ".join(f"{n} {w:.2f}" for n, w in zip(names, weights.tolist()) if w > 0)
         return weights
@@ -104,7 +105,8 @@ def run(ctx: RunContext) -> torch.Tensor:
     """One forward pass of the style network (with the inputs nst_network_inputs hooks add), blended with
     the content by --strength."""
     if not ctx.settings.model:
-        raise UsageError("--method johnson needs --model MODEL.safetensors (make one with `nst train`) or --model multistyle26")
+        raise UsageError("--method johnson needs --model MODEL.safetensors (make one with `nst train`) or --model "
+                         "multistyle26")
     net, info = cached_model(ctx)
     about = info.get("about") or f"style {info.get('style', '?')}, {info.get('steps', '?')} steps"
     ctx.summary.setdefault("model", f"{Path(ctx.settings.model).name} ({about})")

@@ -16,11 +16,11 @@ import torch
 import torch.nn.functional as F
 import typer
 
-from nst.core.losses import guided_gram, guided_style_term, resize_masks
+from nst.contract.hookspecs import hookimpl
 from nst.core.images import image_writer
+from nst.core.losses import guided_gram, guided_style_term, resize_masks
 from nst.core.weights import WeightSource, read_tensors
 from nst.errors import NSTError, UsageError
-from nst.hookspecs import hookimpl
 
 MAX_LABELS = 16
 MIN_SHARE = 0.02  # colours covering less of a label map than this are JPEG noise / antialiased edges
@@ -67,7 +67,8 @@ def read_label_map(path: Path, hw: tuple[int, int], note) -> LabelMap:
         if all(((colours[i] - k) ** 2).sum() > MERGE_DISTANCE ** 2 for k in kept):
             kept.append(colours[i])
     if not kept or len(kept) > MAX_LABELS:
-        raise NSTError(f"{path}: label map has {len(colours)} colours and {len(kept)} regions (1 to {MAX_LABELS} allowed); "
+        raise NSTError(f"{path}: label map has {len(colours)} colours and {len(kept)} regions (1 to {MAX_LABELS} "
+                       "allowed); "
                        "paint regions in flat colours")
     major = np.asarray(kept)
     labels = ((arr[:, None, :] - major[None]) ** 2).sum(-1).argmin(1).reshape(img.height, img.width)
@@ -120,7 +121,8 @@ def load_sam(checkpoint: Path, model_type: str, device: torch.device):
     try:
         sam.load_state_dict(read_tensors(Path(checkpoint)), strict=True)
     except RuntimeError:
-        raise NSTError(f"{checkpoint}: not a SAM {model_type} checkpoint (keys or shapes differ; check semantic.sam_model)") from None
+        raise NSTError(f"{checkpoint}: not a SAM {model_type} checkpoint (keys or shapes differ; check "
+                       "semantic.sam_model)") from None
     return sam.to(device).eval()
 
 
@@ -198,7 +200,8 @@ def overlay(image: torch.Tensor, lm: LabelMap, colours: list[tuple[int, int, int
 def _segment(opts, image: torch.Tensor, device, note) -> LabelMap:
     if opts["segmenter"] == "sam":
         if opts["sam_checkpoint"] is None:
-            raise UsageError("semantic.segmenter=sam needs semantic.sam_checkpoint=PATH (e.g. sam_vit_b_01ec64.pth; see `nst weights`)")
+            raise UsageError("semantic.segmenter=sam needs semantic.sam_checkpoint=PATH (e.g. sam_vit_b_01ec64.pth; "
+                             "see `nst weights`)")
         return sam_label_map(load_sam(opts["sam_checkpoint"], opts["sam_model"], device), image, opts["regions"])
     return kmeans_label_map(image, opts["regions"])
 
@@ -207,12 +210,14 @@ def _segment(opts, image: torch.Tensor, device, note) -> LabelMap:
 def nst_plugin_options(register) -> None:
     register("content_mask", Path, None, "colour-coded label map of the content (same colour = paired region)")
     register("style_mask", list[Path], None, "label map(s) of the style image(s), comma-separated, one per style")
-    register("segmenter", str, "auto", "without masks: auto (k-means on colour + position, offline) or sam", choices=("auto", "sam"))
+    register("segmenter", str, "auto", "without masks: auto (k-means on colour + position, offline) or sam", choices=("auto",
+                                                                                                                      "sam"))
     register("regions", int, 3, "number of regions for the automatic segmenters", min=1, max=MAX_LABELS)
     register("sam_checkpoint", Path, None, "Segment Anything checkpoint file (.pth)")
     register("sam_model", str, "vit_b", "Segment Anything model type of the checkpoint", choices=tuple(SAM_URLS))
     register("pairs", list[str], [], "override the pairing: CONTENT:STYLE region numbers, e.g. 0:1,1:0")
-    register("unpaired", str, "style", "a content region with no partner takes the whole style, or is an error", choices=("style", "error"))
+    register("unpaired", str, "style", "a content region with no partner takes the whole style, or is an error",
+             choices=("style", "error"))
     register("region_weights", list[float], None, "style weight per content region, comma-separated (default all 1)",
              min=0, max=1e6)
     register("save_masks", Path, None, "folder for overlays of the regions (paired regions share a colour)")
@@ -224,7 +229,8 @@ def nst_register_weights(register) -> None:
         register(WeightSource(name=f"sam-{model.replace('_', '-')}", kind="url", filename=name,
                               url=f"https://dl.fbaipublicfiles.com/segment_anything/{name}", sha256=None,
                               local_hint="--set semantic.sam_checkpoint=PATH",
-                              description=f"Segment Anything {model} (Apache-2.0); only an MD5 prefix is published, so unpinned"))
+                              description=f"Segment Anything {model} (Apache-2.0); only an MD5 prefix is published, so "
+                                          "unpinned"))
 
 
 @hookimpl
@@ -261,10 +267,12 @@ def nst_prepare(ctx, options):
             if empty:
                 raise NSTError(f"style {j + 1}: region {region} is empty")
         if None in pairing and opts["unpaired"] == "error":
-            raise NSTError(f"content region {pairing.index(None)} (colour {content.colours[pairing.index(None)]}) has no partner in style {j + 1}")
+            raise NSTError(f"content region {pairing.index(None)} (colour {content.colours[pairing.index(None)]}) has "
+                           f"no partner in style {j + 1}")
     weights = opts["region_weights"] or [1.0] * len(content.colours)
     if len(weights) != len(content.colours):
-        raise UsageError(f"semantic.region_weights has {len(weights)} value(s) for {len(content.colours)} content regions")
+        raise UsageError(f"semantic.region_weights has {len(weights)} value(s) for {len(content.colours)} content "
+                         "regions")
     ctx.summary["semantic pairing"] = "; ".join(
         f"style {j + 1}: " + ", ".join(f"{c}->{'whole style' if s is None else s}" for c, s in enumerate(p))
         for j, p in enumerate(pairings))
@@ -301,7 +309,8 @@ def nst_losses(ctx, encoder):
             feats = encoder(img, layers)
             smasks = lm.masks().to(ctx.device)
             whole = torch.ones_like(smasks[:, :1])
-            targets.append([{l: guided_gram(feats[l], resize_masks(whole if p is None else smasks[:, p:p + 1], tuple(feats[l].shape[-2:])))
+            targets.append([{l: guided_gram(feats[l], resize_masks(whole if p is None else smasks[:, p:p + 1],
+                                                                   tuple(feats[l].shape[-2:])))
                              for l in layers} for p in pairing])
     # the image keeps the scale's content size, so its layer masks are fixed for the whole scale
     hw = tuple(ctx.scale.content.shape[-2:])
@@ -314,10 +323,13 @@ def nst_register_commands(app) -> None:
     @app.command("masks", no_args_is_help=True)
     def masks_command(
         image: Annotated[Path, typer.Argument(help="Image to segment.", show_default=False)],
-        output: Annotated[Path, typer.Option("--output", "-o", help="Colour-coded label map (PNG), editable and usable as semantic.content_mask / style_mask.", show_default=False)],
+        output: Annotated[Path, typer.Option("--output", "-o", help="Colour-coded label map (PNG), editable and usable "
+                                                                    "as semantic.content_mask / style_mask.",
+                                                                    show_default=False)],
         segmenter: Annotated[str, typer.Option(help="auto (offline k-means) or sam.")] = "auto",
         regions: Annotated[int, typer.Option(help="Number of regions.")] = 3,
-        sam_checkpoint: Annotated[Optional[Path], typer.Option(help="Segment Anything checkpoint, for --segmenter sam.")] = None,
+        sam_checkpoint: Annotated[Optional[Path], typer.Option(help="Segment Anything checkpoint, for --segmenter "
+                                                                    "sam.")] = None,
         sam_model: Annotated[str, typer.Option(help="vit_b, vit_l or vit_h.")] = "vit_b",
         size: Annotated[int, typer.Option(help="Long side to work at (the label map has this size).")] = 512,
     ) -> None:

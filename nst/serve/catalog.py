@@ -3,22 +3,21 @@ with their typed options, the core run settings and the weight sources, so a thi
 options appear in the page with no UI code."""
 from __future__ import annotations
 
-import re
 import typing
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from nst.options import Option, split_optional, type_name
+from nst.contract.dispatch import RUN_HOOKS
 from nst.serve.forms import SERVER_FIELDS, is_path_type
+from nst.settings import Settings
+from nst.settings.declare import declared
+from nst.settings.values import Option, split_optional, type_name
 
-# run hooks: a plugin implementing one of these changes or watches a run when it takes part
 # where the studio differs from `nst run`: names only, never paths
 STUDIO_HELP = {"weights": "Encoder weights: a name from `nst weights` (the studio takes names, not file paths).",
                "model": "For method johnson: a preset model name such as multistyle26 (for a trained model file, "
                         "use nst run)."}
-RUN_HOOKS = ("nst_prepare", "nst_losses", "nst_schedule", "nst_network_inputs", "nst_on_step", "nst_postprocess",
-             "nst_finish")
+IN_RUNS = tuple(h for h in RUN_HOOKS if h != "nst_train_network")  # a plugin with one of these can join a run
 
 
 def json_value(value: Any) -> Any:
@@ -49,31 +48,17 @@ def describe_option(opt: Option) -> dict[str, Any]:
             "min": opt.min, "max": opt.max, "optional": split_optional(opt.type)[1], "settable": kind != "path"}
 
 
-def run_flag_help() -> dict[str, str]:
-    """The help of each `nst run` flag by settings name, without its [choices] and [default: ...] parts."""
-    import typer
-
-    from nst import cli
-
-    command = typer.main.get_command(cli.app).commands["run"]
-    return {p.name: re.sub(r"\s*\[[^\]]*\]", "", p.help or "").strip() for p in command.params}
-
-
 def describe_settings() -> list[dict[str, Any]]:
-    """The core run settings a job may set (CLI names), with type, default, choices and `nst run`'s help."""
-    from nst.settings import CHOICES, Settings
-
-    hints = typing.get_type_hints(Settings)
-    helps = run_flag_help()
+    """The core run settings a job may set (CLI names), with type, default, choices and help, from their
+    declarations."""
     out = []
-    for f in fields(Settings):
-        if f.name in SERVER_FIELDS:
+    for name, opt in declared(Settings).items():
+        if name in SERVER_FIELDS:
             continue
-        default = f.default_factory() if callable(f.default_factory) else f.default
-        choices = CHOICES.get(f.name)
-        out.append({"name": f.name.replace("_", "-"), "type": type_name(hints[f.name]),
-                    "kind": kind_of(hints[f.name], choices), "default": json_value(default),
-                    "choices": list(choices) if choices else None, "help": STUDIO_HELP.get(f.name) or helps.get(f.name, "")})
+        choices = None if typing.get_origin(split_optional(opt.type)[0]) is list else opt.choices
+        out.append({"name": name.replace("_", "-"), "type": type_name(opt.type), "kind": kind_of(opt.type, choices),
+                    "default": json_value(opt.default), "choices": list(choices) if choices else None,
+                    "min": opt.min, "max": opt.max, "help": STUDIO_HELP.get(name) or opt.help})
     return out
 
 
@@ -86,7 +71,7 @@ def describe(host, hidden: set[str]) -> dict[str, Any]:
             continue
         methods += [{"name": m.name, "plugin": rec.name, "help": m.help, "needs_style": m.needs_style}
                     for m in rec.methods.values()]
-        hooks = any(i.plugin_name == rec.name for h in RUN_HOOKS for i in getattr(host.pm.hook, h).get_hookimpls())
+        hooks = any(i.plugin_name == rec.name for h in IN_RUNS for i in getattr(host.pm.hook, h).get_hookimpls())
         plugins.append({"name": rec.name, "version": rec.version, "package": rec.package,
                         "methods": list(rec.methods), "selectable": hooks and not rec.methods,
                         "options": [describe_option(o) for o in rec.options.values()]})

@@ -17,6 +17,7 @@ from typing import Any
 from PIL import Image, UnidentifiedImageError
 
 from nst.errors import FieldError, NSTError, UsageError
+from nst.settings.values import as_typed, parse_sets, split_optional, texts
 
 # Pillow format -> stored suffix; no other decoder is ever reached (EPS and PDF would run external programs)
 FORMATS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "TIFF": "tif", "BMP": "bmp", "GIF": "gif"}
@@ -57,25 +58,19 @@ class JobRequest:
 
     def run_arguments(self) -> dict[str, Any]:
         """Keyword arguments for nst.run(): settings and options parsed as the CLI parses its flags."""
-        from nst.cli import _parse_sets, _texts
-
-        return dict(plugins=list(self.plugins), options=_parse_sets(self.sets),
-                    **_texts({k.replace("-", "_"): v for k, v in self.fields.items()}))
+        return dict(plugins=list(self.plugins), options=parse_sets(self.sets),
+                    **texts({k.replace("-", "_"): v for k, v in self.fields.items()}))
 
 
 def cli_message(exc: NSTError) -> str:
     """EXC's one line as `nst run` prints it (a core setting's FieldError spelled as its flag)."""
-    from nst.options import flag
-
-    if isinstance(exc, FieldError) and not exc.field.startswith(("-", "/")) and "." not in exc.field:
-        return str(exc.spelled(flag(exc.field)))
-    return str(exc)
+    return str(as_typed(exc) if isinstance(exc, FieldError) else exc)
 
 
 def check_request(fields: dict[str, str], plugins: list[str], sets: list[str], styles: int, host) -> JobRequest:
     """A JobRequest whose settings, method, plugins and plugin options are valid for STYLES style images
     (raises UsageError / NSTError with the CLI's message otherwise)."""
-    from nst.api import blend_weights
+    from nst.api.arguments import blend_weights
     from nst.settings import make_settings
 
     given = {k.strip(): v.strip() for k, v in fields.items() if v.strip()}
@@ -107,8 +102,6 @@ def check_request(fields: dict[str, str], plugins: list[str], sets: list[str], s
 
 def _refuse_paths(options: dict[str, dict[str, Any]], host) -> None:
     """Options of a file type would make a request name a server file: refused, with the CLI as the way."""
-    from nst.options import split_optional
-
     specs = host.options()
     for plugin, values in options.items():
         for key in values:

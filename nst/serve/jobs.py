@@ -19,9 +19,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nst.contract.failures import first_line
+from nst.contract.hookspecs import hookimpl
 from nst.errors import NSTError
-from nst.hookspecs import hookimpl
-from nst.host import first_line
 from nst.serve.forms import JobRequest, cli_message
 
 FINISHED = ("done", "error", "cancelled")
@@ -69,7 +69,7 @@ class Job:
         return data
 
     @classmethod
-    def from_record(cls, data: dict[str, Any]) -> "Job":
+    def from_record(cls, data: dict[str, Any]) -> Job:
         data = dict(data)
         data["request"] = JobRequest(**data["request"])
         if not data["inputs"] or not all(isinstance(n, str) and INPUT.fullmatch(n) for n in data["inputs"]):

@@ -12,13 +12,12 @@ from typing import Annotated
 import torch
 import typer
 
-from nst.context import RunContext, ScaleState
+from nst.contract.context import RunContext, ScaleState
+from nst.contract.hookspecs import hookimpl
 from nst.core.devices import check_memory
-from nst.plugins.analogy.engine import LAYERS, AnalogyParams, flow_image, image_analogy, normalise_aspect
 from nst.core.images import image_writer, resize_long_side
-from nst.errors import NSTError, UsageError
-from nst.hookspecs import hookimpl
-from nst.options import FieldError
+from nst.errors import FieldError, NSTError, UsageError
+from nst.plugins.analogy.engine import LAYERS, AnalogyParams, flow_image, image_analogy, normalise_aspect
 
 BYTES_PER_PIXEL = 4096  # features, deconvolution and search of A and B′ (measured: ~3.6 kB per px at 512 px)
 OUTPUTS = {"a_prime": "A_prime.png", "b": "B.png", "nnf_ab": "nnf_A_to_B.png", "nnf_ba": "nnf_B_to_A.png"}
@@ -85,12 +84,14 @@ def nst_register_methods(register) -> None:
 @hookimpl
 def nst_plugin_options(register) -> None:
     register("layers", list[str], list(LAYERS), "VGG19 relu layers, deep to shallow")
-    register("alphas", list[float], None, "blend weight of A's own features per layer below the top (default 0.8,0.7,0.6,0.1)")
+    register("alphas", list[float], None, "blend weight of A's own features per layer below the top (default "
+                                          "0.8,0.7,0.6,0.1)")
     register("patch_sizes", list[int], None, "PatchMatch patch size per layer, odd (default 3,3,3,5,5)")
     register("pm_iters", int, 5, "PatchMatch iterations per layer and direction", min=1, max=1000)
     register("deconv_steps", int, 20, "L-BFGS iterations of each feature deconvolution", min=0, max=10000)
     register("both_directions", bool, True, "also reconstruct B (bidirectional constraint; off = about twice as fast)")
-    register("photo", bool, False, "photo-realistic refinement (guided filter on A): for photo-to-photo colour transfer")
+    register("photo", bool, False, "photo-realistic refinement (guided filter on A): for photo-to-photo colour "
+                                   "transfer")
     register("save", Path, None, "folder for B and the nearest-neighbour field pictures")
 
 
@@ -100,12 +101,16 @@ def nst_register_commands(app) -> None:
     def analogy_command(
         a: Annotated[Path, typer.Argument(help="A: the image whose structure is kept.", show_default=False)],
         b_prime: Annotated[Path, typer.Argument(help="B′: the image whose appearance is transferred.", show_default=False)],
-        output: Annotated[Path, typer.Option("--output", "-o", help=f"Output folder: {', '.join(OUTPUTS.values())}.", show_default=False)],
+        output: Annotated[Path, typer.Option("--output", "-o", help=f"Output folder: {', '.join(OUTPUTS.values())}.",
+                                             show_default=False)],
         size: Annotated[int, typer.Option(help="Long side of both images in pixels (no upper limit but memory).")] = 448,
-        both_directions: Annotated[bool, typer.Option("--both-directions/--one-direction", help="Also make B (B′'s structure, A's appearance); one direction is about twice as fast.")] = True,
+        both_directions: Annotated[bool, typer.Option("--both-directions/--one-direction",
+                                                      help="Also make B (B′'s structure, A's appearance); one direction "
+                                                           "is about twice as fast.")] = True,
         photo: Annotated[bool, typer.Option(help="Photo-realistic refinement for photo-to-photo colour transfer.")] = False,
         layers: Annotated[str, typer.Option(help="VGG19 relu layers, deep to shallow.")] = ",".join(LAYERS),
-        alphas: Annotated[str, typer.Option(help="Weight of A's own features per layer below the top. [default: 0.8,0.7,0.6,0.1]")] = "",
+        alphas: Annotated[str, typer.Option(help="Weight of A's own features per layer below the top. [default: "
+                                                 "0.8,0.7,0.6,0.1]")] = "",
         patch_sizes: Annotated[str, typer.Option(help="PatchMatch patch size per layer (odd). [default: 3,3,3,5,5]")] = "",
         pm_iters: Annotated[int, typer.Option(help="PatchMatch iterations per layer and direction.")] = 5,
         deconv_steps: Annotated[int, typer.Option(help="L-BFGS iterations per feature deconvolution.")] = 20,
@@ -120,7 +125,7 @@ def nst_register_commands(app) -> None:
         2×, B′ is centre-cropped to A's shape (with a note).
         """
         from nst.api import run as run_api
-        from nst.options import Text
+        from nst.settings.values import Text
 
         if output.exists() and not output.is_dir():
             raise UsageError(f"{output}: -o must be a folder (it receives {', '.join(OUTPUTS.values())})")

@@ -9,19 +9,21 @@ A's edges exactly.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-from nst.core.encoder import LAYERS as VGG_LAYERS, Encoder
+from nst.core.encoder import LAYERS as VGG_LAYERS
+from nst.core.encoder import Encoder
 from nst.core.patchmatch import patch_distance, patchmatch, upsample_nnf, vote
-from nst.errors import UsageError
-from nst.options import FieldError, check_range
+from nst.errors import FieldError, UsageError
+from nst.settings.values import check_range
 
 LAYERS = ("relu5_1", "relu4_1", "relu3_1", "relu2_1", "relu1_1")
-# reference parameters (facts.md): α per layer below the top (the top takes all of A), patch size, random-search radius (None = all of B)
+# reference parameters (facts.md): α per layer below the top (the top takes all of A), patch size,
+# random-search radius (None = all of B)
 ALPHAS = {"relu4_1": 0.8, "relu3_1": 0.7, "relu2_1": 0.6, "relu1_1": 0.1}
 PATCH_SIZES = {"relu5_1": 3, "relu4_1": 3, "relu3_1": 3, "relu2_1": 5, "relu1_1": 5}
 RADII = {"relu5_1": None, "relu4_1": 6, "relu3_1": 6, "relu2_1": 4, "relu1_1": 4}
@@ -41,7 +43,7 @@ class AnalogyParams:
     photo: bool = False
     seed: int = 0
 
-    def validate(self) -> "AnalogyParams":
+    def validate(self) -> AnalogyParams:
         """Checks the lists (one clear error) and fills in the reference values."""
         layers = tuple(self.layers)
         if not layers:
@@ -51,11 +53,13 @@ class AnalogyParams:
                 raise FieldError("layers", f"'{name}' is not a VGG19 relu layer (e.g. relu5_1,relu4_1,relu3_1)")
         order = [int(n[4]) * 10 + int(n[6:]) for n in layers]
         if order != sorted(order, reverse=True) or len(set(order)) != len(order):
-            raise FieldError("layers", "must go from deep to shallow without repeats, e.g. relu5_1,relu4_1,relu3_1,relu2_1,relu1_1")
+            raise FieldError("layers", "must go from deep to shallow without repeats, e.g. "
+                                       "relu5_1,relu4_1,relu3_1,relu2_1,relu1_1")
         alphas = tuple(self.alphas) if self.alphas is not None else tuple(ALPHAS.get(n, 0.5) for n in layers[1:])
         sizes = tuple(self.patch_sizes) if self.patch_sizes is not None else tuple(PATCH_SIZES.get(n, 3) for n in layers)
         if len(alphas) != len(layers) - 1:
-            raise FieldError("alphas", f"needs one value per layer below the top ({len(layers) - 1}), got {len(alphas)}")
+            raise FieldError("alphas", f"needs one value per layer below the top ({len(layers) - 1}), got "
+                                       f"{len(alphas)}")
         if len(sizes) != len(layers):
             raise FieldError("patch_sizes", f"needs one value per layer ({len(layers)}), got {len(sizes)}")
         if any(not 0 <= a <= 1 for a in alphas):
@@ -82,7 +86,8 @@ def check_size(hw: tuple[int, int], layers: tuple[str, ...], patch_sizes: tuple[
     if min(h, w) < patch_sizes[0]:
         need = patch_sizes[0] * (hw[0] // h if h else 16)
         raise UsageError(f"{what} is {hw[1]}×{hw[0]} px, too small for {layers[0]} ({w}×{h} maps, patch "
-                         f"{patch_sizes[0]}): use a size of at least {need * max(hw) // min(hw)} or drop the deepest layer")
+                         f"{patch_sizes[0]}): use a size of at least {need * max(hw) // min(hw)} or drop the deepest "
+                         "layer")
 
 
 def _normalised(f: torch.Tensor) -> torch.Tensor:
@@ -270,6 +275,7 @@ def normalise_aspect(a: torch.Tensor, b_prime: torch.Tensor, note: Callable[[str
         h = max(1, round(wb / ra))
         y0 = (hb - h) // 2
         out = b_prime[..., y0:y0 + h, :]
-    note(f"A and B′ differ in aspect ratio by more than {limit:g}×: B′ centre-cropped to {out.shape[-1]}×{out.shape[-2]} "
+    note(f"A and B′ differ in aspect ratio by more than {limit:g}×: B′ centre-cropped to "
+         f"{out.shape[-1]}×{out.shape[-2]} "
          "to match A's shape")
     return out

@@ -20,13 +20,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from nst import large
-from nst.context import RunContext
+from nst.contract.context import RunContext
+from nst.contract.hookspecs import hookimpl
 from nst.core.images import resize, resize_long_side
 from nst.core.onnxrun import onnx_runner, pick_backend
 from nst.core.weights import WeightSource
-from nst.hookspecs import hookimpl
 from nst.plugins.arbitrary.network import OwnStyleTransformer, load_predictor, load_transformer
+from nst.runtime import large
 
 STYLE_SIDE = 256  # the predictor was trained on 256 px style crops: the style's short side at --style-scale 1
 MAX_ASPECT = 4  # the style input's long side is at most this many times its short side's target
@@ -201,7 +201,8 @@ def onnx_predictor(predictor):
 
     def predict(image: torch.Tensor) -> torch.Tensor:
         if image.shape[-2] % 32 or image.shape[-1] % 32:
-            raise ValueError(f"the exported style predictor takes sides that are multiples of 32, got {tuple(image.shape)}")
+            raise ValueError("the exported style predictor takes sides that are multiples of 32, got "
+                             f"{tuple(image.shape)}")
         return run_onnx(image).to(image.device)
 
     predict.key = id(predictor)
@@ -210,7 +211,8 @@ def onnx_predictor(predictor):
 
 @hookimpl
 def nst_register_methods(register) -> None:
-    register("arbitrary", run, help="Ghiasi et al. 2017 (Magenta): any painting as the style in one forward pass, at any "
+    register("arbitrary", run, help="Ghiasi et al. 2017 (Magenta): any painting as the style in one forward pass, at "
+                                    "any "
              "size; --style-blend, --strength, --style-scale, --plugin semantic", needs_style=True)
 
 

@@ -36,7 +36,8 @@ def same_pad(x: torch.Tensor, k: int, stride: int) -> torch.Tensor:
     multiple of 32 (the predictor's total stride)."""
     pads = []
     for size in (x.shape[-1], x.shape[-2]):
-        total = max(k - stride, 0) if torch.onnx.is_in_onnx_export() else max((math.ceil(size / stride) - 1) * stride + k - size, 0)
+        total = max(k - stride, 0) if torch.onnx.is_in_onnx_export() else max((math.ceil(size / stride) - 1) * stride + k - size,
+                                                                              0)
         pads += [total // 2, total - total // 2]
     return F.pad(x, pads)
 
@@ -106,7 +107,8 @@ class ConditionalNorm(TileableNorm, nn.Module):
         gamma, beta = self.scale(style), self.shift(style)
         if masks is None:
             return normed * gamma[..., None, None] + beta[..., None, None]
-        m = F.interpolate(masks, size=x.shape[-2:], mode="bilinear", align_corners=False) if masks.shape[-2:] != x.shape[-2:] else masks
+        m = F.interpolate(masks, size=x.shape[-2:], mode="bilinear",
+                          align_corners=False) if masks.shape[-2:] != x.shape[-2:] else masks
         return normed * torch.einsum("bkhw,kc->bchw", m, gamma) + torch.einsum("bkhw,kc->bchw", m, beta)
 
 
@@ -175,7 +177,8 @@ def onnx_convolutions(path: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor 
         import onnx
         from onnx import numpy_helper
     except ImportError:
-        raise NSTError("reading the arbitrary-style weights needs the onnx package: pip install 'nst-suite[arbitrary]'") from None
+        raise NSTError("reading the arbitrary-style weights needs the onnx package: pip install "
+                       "'nst-suite[arbitrary]'") from None
     try:
         graph = onnx.load(str(path)).graph
     except Exception as exc:
@@ -193,7 +196,8 @@ def onnx_convolutions(path: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor 
     for node in graph.node:
         if node.op_type == "Conv" and node.input[1] in source:
             w = torch.from_numpy(values[node.input[1]].astype("float32"))
-            b = torch.from_numpy(values[node.input[2]].astype("float32")) if len(node.input) > 2 and node.input[2] in values else None
+            has_bias = len(node.input) > 2 and node.input[2] in values
+            b = torch.from_numpy(values[node.input[2]].astype("float32")) if has_bias else None
             convs[source[node.input[1]]] = (w, b)
     return convs
 

@@ -20,15 +20,22 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from nst.context import RunContext, Scale
+from nst.contract.context import RunContext, Scale
+from nst.contract.hookspecs import hookimpl
 from nst.core import gatys
 from nst.core.colors import luminance
 from nst.core.images import load_image, resize_long_side
 from nst.core.losses import LossTerm, gram_matrix, guided_style_term, resize_masks, style_term
 from nst.errors import UsageError
-from nst.hookspecs import hookimpl
-from nst.plugins.stroke.network import (StrokePyramidNet, check_sizes, gate_weights, map_to_sizes, middle_size,
-                                        receptive_field, training_sizes)
+from nst.plugins.stroke.network import (
+    StrokePyramidNet,
+    check_sizes,
+    gate_weights,
+    map_to_sizes,
+    middle_size,
+    receptive_field,
+    training_sizes,
+)
 
 DEFAULT_SIZES = [256, 512, 768]
 RF_FACTOR = 2  # coarse-to-fine: at the coarsest scale the largest style is at most this × the receptive field
@@ -170,7 +177,8 @@ def nst_losses(ctx: RunContext, encoder, options):
     biggest = _largest(ctx, options)
     have = min(max(img.shape[-2:]) for img in ctx.styles)
     if ratio == 1 and biggest > have:
-        ctx.note(f"stroke size {biggest} px upsamples the style ({have} px on its long side here): blurry strokes; styles "
+        ctx.note(f"stroke size {biggest} px upsamples the style ({have} px on its long side here): blurry strokes; "
+                 "styles "
                  "are kept up to 2 x --size x --style-scale, so raise --style-scale if the style file is larger")
     if "stroke.map" in ctx.guides:
         if s.style_loss != "gram":

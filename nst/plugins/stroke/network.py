@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from nst.core.blockconv import output_conv
-from nst.core.johnson import ConvNormReLU, InstanceNorm, Residual, _conv
-from nst.options import FieldError
+from nst.core.johnson import ConvNormReLU, InstanceNorm, Residual, padded_conv
+from nst.errors import FieldError
 
 MAX_BRANCHES = 6
 MIN_SIZE, MAX_SIZE = 16, 8192
@@ -109,7 +109,7 @@ class StrokePyramidNet(nn.Module):
                                   *[Residual(4 * w) for _ in range(blocks)])
         self.pyramid = nn.ModuleList([DilatedResidual(4 * w, 2 ** k) for k in range(len(sizes))])
         self.up = nn.Sequential(ConvNormReLU(4 * w, 2 * w, 3, upsample=True), ConvNormReLU(2 * w, w, 3, upsample=True))
-        self.out = _conv(w, 3, 9)
+        self.out = padded_conv(w, 3, 9)
 
     @property
     def inputs(self) -> dict[str, str]:

@@ -22,17 +22,17 @@ S′ patches found at the same normalised distance from the outline:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nst.plugins.text.glyphs import Guide, distance_guide
 from nst.core.patchmatch import patch_distance, patchmatch, upsample_nnf, vote
-from nst.errors import NSTError
-from nst.options import FieldError, check_range
+from nst.errors import FieldError, NSTError
+from nst.plugins.text.glyphs import Guide, distance_guide
+from nst.settings.values import check_range
 
 BACKGROUNDS = ("keep", "transparent", "synthesize")
 RESCALE_TOLERANCE = 1.25  # examples are rescaled when their stroke radius differs from T's by more
@@ -58,7 +58,7 @@ class EffectParams:
     mask_weight: float = 1.0
     seed: int = 0
 
-    def validate(self) -> "EffectParams":
+    def validate(self) -> EffectParams:
         """Checks ranges; errors name the field (FieldError)."""
         for name in ("patch_size", "large_patch"):
             value = getattr(self, name)
@@ -279,7 +279,7 @@ def unmix(result: torch.Tensor, alpha: torch.Tensor, colour: torch.Tensor) -> to
 
 
 @dataclass
-class Plan:
+class EffectPlan:
     """A prepared transfer: the pooled source (guidance (3, Hs, Ws), S′ (3, Hs, Ws)), the target's
     guidance channels (3, Ht, Wt), the measured BACKGROUND, and RUNS (1, or 2 for `synthesize`)."""
 
@@ -291,7 +291,7 @@ class Plan:
 
 
 def plan_transfer(examples: list[tuple[Guide, torch.Tensor]], target: Guide, background_mode: str,
-                  params: EffectParams) -> Plan:
+                  params: EffectParams) -> EffectPlan:
     """Scale-match the EXAMPLES [(guide of S_i, S′_i (1, 3, H, W))] to TARGET and pool them."""
     if background_mode not in BACKGROUNDS:
         raise NSTError(f"background must be one of {', '.join(BACKGROUNDS)}, got '{background_mode}'")
@@ -300,11 +300,11 @@ def plan_transfer(examples: list[tuple[Guide, torch.Tensor]], target: Guide, bac
     background = measure_background(scaled)
     parts = [(guide_channels(g, background.far, target.radius), s[0].float()) for g, s in scaled]
     source_guide, source_styled = pooled_source(parts, gap=params.large_patch)
-    return Plan(source_guide, source_styled, guide_channels(target, background.far, target.radius), background,
+    return EffectPlan(source_guide, source_styled, guide_channels(target, background.far, target.radius), background,
                 2 if background_mode == "synthesize" else 1)
 
 
-def transfer(plan: Plan, target: Guide, background_mode: str, params: EffectParams,
+def transfer(plan: EffectPlan, target: Guide, background_mode: str, params: EffectParams,
              on_step: Callable[[], None] = lambda: None, device: torch.device | str = "cpu") -> torch.Tensor:
     """T′ (1, 3, H, W), or (1, 4, H, W) RGBA for background_mode 'transparent'.
 

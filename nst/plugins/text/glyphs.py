@@ -142,7 +142,8 @@ def render_text(text: str, layout: Layout, font_size: float, margin: int) -> tor
     h = int(math.ceil(step * (len(lines) - 1) + ascent + descent)) + 2 * pad
     if w * h > MAX_CANVAS_PIXELS or w <= 0 or h <= 0:
         raise NSTError(f"the text would need a {w}x{h} px canvas ({w * h / 2 ** 20:.0f} Mpx), over the "
-                       f"{MAX_CANVAS_PIXELS >> 20} Mpx limit; lower --font-size, --letter-spacing or --line-spacing, or "
+                       f"{MAX_CANVAS_PIXELS >> 20} Mpx limit; lower --font-size, --letter-spacing or --line-spacing, "
+                       "or "
                        "shorten the text")
     canvas = Image.new("L", (w, h), 255)
     draw = ImageDraw.Draw(canvas)

@@ -9,15 +9,19 @@ output appears when the last frame is done. The Python entry point is nst.plugin
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
-from nst.hookspecs import hookimpl
+from nst.contract.hookspecs import hookimpl
 from nst.plugins.video.flow import ESTIMATORS, RAFT_SOURCES
 from nst.plugins.video.temporal import BLEND, TEMPORAL_LOSS
+from nst.settings import Settings
+from nst.settings.flags import with_settings
+from nst.settings.values import parse_sets
 
 __all__ = ["stylize_video"]
+NOT_PER_FRAME = ("method", "save_every", "plan", "max_memory", "tile", "bit_depth")  # own flag, or not for videos
 
 
 def stylize_video(*args, **kwargs):
@@ -36,47 +40,49 @@ def nst_register_weights(register) -> None:
 @hookimpl
 def nst_register_commands(app) -> None:
     @app.command("video", no_args_is_help=True)
+    @with_settings(Settings, exclude=NOT_PER_FRAME, shown={"size": "the input's"})
     def video_command(
-        inputs: Annotated[list[Path], typer.Argument(help="The VIDEO (any format FFmpeg reads), a folder of frames or a glob "
-                                                     "('shots/*.png'), then the STYLE image(s) for arbitrary and gatys.", show_default=False)],
-        output: Annotated[Path, typer.Option("--output", "-o", help="Output video (.mp4 .mkv .mov .webm .avi: same frame rate, "
-                                             "frame count and audio) or a folder for PNG frames (a name without a suffix).", show_default=False)],
-        method: Annotated[str, typer.Option(help="arbitrary (any painting, one pass per frame), johnson (--model), gatys "
+        inputs: Annotated[list[Path], typer.Argument(help="The VIDEO (any format FFmpeg reads), a folder of frames or "
+                                                          "a glob "
+                                                     "('shots/*.png'), then the STYLE image(s) for arbitrary and "
+                                                     "gatys.", show_default=False)],
+        output: Annotated[Path, typer.Option("--output", "-o", help="Output video (.mp4 .mkv .mov .webm .avi: same "
+                                                                    "frame rate, "
+                                             "frame count and audio) or a folder for PNG frames (a name without a "
+                                             "suffix).", show_default=False)],
+        method: Annotated[str, typer.Option(help="arbitrary (any painting, one pass per frame), johnson (--model), "
+                                                 "gatys "
                                             "(optimisation: minutes per frame), or a plugin's method.")] = "arbitrary",
-        model: Annotated[Optional[str], typer.Option(help="For --method johnson: a network from `nst train`, or multistyle26.")] = None,
-        size: Annotated[Optional[int], typer.Option(help="Long side of the output frames in pixels. [default: the input's]")] = None,
-        temporal: Annotated[bool, typer.Option("--temporal/--no-temporal", help="Temporal consistency through optical flow; "
+        temporal: Annotated[bool, typer.Option("--temporal/--no-temporal", help="Temporal consistency through optical "
+                                                                                "flow; "
                                                "--no-temporal stylises every frame on its own (to compare).")] = True,
-        temporal_blend: Annotated[float, typer.Option(help="Feed-forward methods: share of the warped previous output kept on "
+        temporal_blend: Annotated[float, typer.Option(help="Feed-forward methods: share of the warped previous output "
+                                                           "kept on "
                                                       "pixels whose motion is reliable, 0..1 (0 = none).")] = BLEND,
-        temporal_weight: Annotated[float, typer.Option(help="gatys: weight of the temporal loss (squared difference to the "
+        temporal_weight: Annotated[float, typer.Option(help="gatys: weight of the temporal loss (squared difference to "
+                                                            "the "
                                                        "warped previous output on reliable pixels).")] = TEMPORAL_LOSS,
-        flow: Annotated[str, typer.Option(help=f"Optical flow: {', '.join(ESTIMATORS)} (raft downloads torchvision's weights "
+        flow: Annotated[str, typer.Option(help=f"Optical flow: {', '.join(ESTIMATORS)} (raft downloads torchvision's "
+                                               "weights "
                                           "once, sha256-checked).")] = "dis",
         flow_weights: Annotated[str, typer.Option(help=f"For --flow raft: {', '.join(RAFT_SOURCES)} or a .pth file of "
                                                   "torchvision RAFT weights.")] = "raft-large",
         fps: Annotated[Optional[float], typer.Option(help="Frame rate of a folder or glob of frames. [default: 25]")] = None,
         audio: Annotated[bool, typer.Option("--audio/--no-audio", help="Carry the input's audio track over.")] = True,
-        resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last finished frame "
+        resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last finished "
+                                                              "frame "
                                              "(same options).")] = False,
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output, or start over from an "
                                                 "interrupted run's frames.")] = False,
-        strength: Annotated[Optional[float], typer.Option(help="0..1, as for nst run (johnson: blend with the frame; "
-                                                          "arbitrary: style vector strength). [default: 1]")] = None,
-        style_blend: Annotated[Optional[str], typer.Option(help="Comma-separated weights, one per style image.")] = None,
-        style_scale: Annotated[Optional[float], typer.Option(help="Style size relative to the output (finer strokes below 1).")] = None,
-        steps: Annotated[Optional[int], typer.Option(help="gatys: optimisation steps per frame. [default: 300]")] = None,
-        style_weight: Annotated[Optional[float], typer.Option(help="gatys: weight of the style loss. [default: 5e-3]")] = None,
-        preserve_colors: Annotated[Optional[str], typer.Option(help="none, luminance or histogram.")] = None,
-        backend: Annotated[Optional[str], typer.Option(help="Feed-forward methods: auto, torch or onnx.")] = None,
-        device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N. [default: auto]")] = None,
-        seed: Annotated[Optional[int], typer.Option(help="Random seed. [default: 0]")] = None,
-        weights: Annotated[Optional[str], typer.Option(help="gatys: encoder weights (a name from `nst weights` or a file).")] = None,
-        plugin: Annotated[Optional[list[str]], typer.Option("--plugin", "-p", help="Plugin taking part in every frame (repeatable).")] = None,
-        set_: Annotated[Optional[list[str]], typer.Option("--set", help="Plugin option PLUGIN.KEY=VALUE (repeatable).")] = None,
-        config: Annotated[Optional[Path], typer.Option(help="TOML file with any `nst run` setting, `plugins = [..]` and "
+        plugin: Annotated[Optional[list[str]], typer.Option("--plugin", "-p", help="Plugin taking part in every frame "
+                                                                                   "(repeatable).")] = None,
+        set_: Annotated[Optional[list[str]], typer.Option("--set", help="Plugin option PLUGIN.KEY=VALUE "
+                                                                        "(repeatable).")] = None,
+        config: Annotated[Optional[Path], typer.Option(help="TOML file with any `nst run` setting, `plugins = [..]` "
+                                                            "and "
                                                        "[set.PLUGIN] tables. Flags win.")] = None,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+        settings: dict[str, Any] = None,
     ) -> None:
         """Stylise a video with temporal consistency: nst video IN.mp4 STYLE.jpg -o OUT.mp4.
 
@@ -84,17 +90,13 @@ def nst_register_commands(app) -> None:
         OUT appears only when every frame is done. At the end the flicker (mean warping error between
         consecutive output frames on pixels whose motion is reliable; lower is steadier) is printed.
         """
-        from nst.cli import _parse_sets, _texts
         from nst.errors import note_line
         from nst.plugins.video.engine import stylize_video as run
 
-        flags = dict(model=model, size=size, strength=strength, style_blend=style_blend, style_scale=style_scale,
-                     steps=steps, style_weight=style_weight, preserve_colors=preserve_colors, backend=backend,
-                     device=device, seed=seed, weights=weights)
         result = run(inputs[0], inputs[1:], output, method=method, temporal=temporal, blend_weight=temporal_blend,
                      temporal_weight=temporal_weight, flow=flow, flow_weights=flow_weights, fps=fps, audio=audio,
                      resume=resume, overwrite=overwrite, progress=not quiet, note=note_line, plugins=plugin or [],
-                     options=_parse_sets(set_ or []), config=config, **_texts(flags))
+                     options=parse_sets(set_ or []), config=config, **settings)
         if result.rank != 0:  # under torchrun, process 0 reports
             return
         w, h = result.size

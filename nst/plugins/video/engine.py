@@ -10,23 +10,33 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
-from nst.core.files import Outputs, atomic_path, check_writable, same_file
 from nst.core.devices import pick_device
+from nst.core.files import Outputs, atomic_path, check_writable, same_file
 from nst.core.images import as_tensor, resize_long_side
 from nst.errors import NSTError, UsageError, note_line
 from nst.plugins.video import io
 from nst.plugins.video.flow import estimator, flow_pair, warp
-from nst.training import _distributed
-from nst.plugins.video.temporal import BLEND, TEMPORAL_LOSS, TemporalGatys, blend, flicker, quantised, to_array, to_tensor
+from nst.plugins.video.temporal import (
+    BLEND,
+    TEMPORAL_LOSS,
+    TemporalGatys,
+    blend,
+    flicker,
+    quantised,
+    to_array,
+    to_tensor,
+)
+from nst.runtime.distributed import rank_and_world
 
 OPTIMISING = {"gatys"}  # methods made consistent by a start image + loss; every other method by blending
 MANIFEST = "job.json"
@@ -112,7 +122,8 @@ def _prepare_work(work: Path, manifest: dict, resume: bool, overwrite: bool) -> 
                 raise NSTError(f"--resume: {work} has no readable {MANIFEST}; start over with --overwrite") from None
             differ = sorted(k for k in set(before) | set(manifest) if before.get(k) != manifest.get(k))
             if differ:
-                raise UsageError(f"--resume: {work} was made with other options ({', '.join(differ)}); use the same ones, "
+                raise UsageError(f"--resume: {work} was made with other options ({', '.join(differ)}); use the same "
+                                 "ones, "
                                  "or --overwrite to start over")
             return _done_frames(work)
         if not overwrite:
@@ -169,7 +180,8 @@ def stylize_video(input: str | os.PathLike, styles: Iterable = (), output: str |
     output and add a temporal loss (TEMPORAL_WEIGHT), other methods blend BLEND_WEIGHT of the warped previous output
     in on reliable pixels. FLOW: dis, farneback or raft (weights FLOW_WEIGHTS: raft-large, raft-small or a file).
     FPS: the frame rate of image inputs. Returns a VideoResult; prints nothing (NOTE gets the notes)."""
-    from nst.api import image_list, merge_config, run, split_plugins
+    from nst.api import run
+    from nst.api.arguments import image_list, merge_config, split_plugins
     from nst.host import default_host
     from nst.settings import make_settings
 
@@ -199,7 +211,7 @@ def stylize_video(input: str | os.PathLike, styles: Iterable = (), output: str |
     _check_paths(source, output, kind, inputs, overwrite)
     size, long_side = _frame_size(source, merged.get("size") and config_.size)
     optimising = config_.method in OPTIMISING
-    rank, world = _distributed()
+    rank, world = rank_and_world()
     if world > 1 and torch.cuda.is_available() and str(merged.get("device", "auto")) in ("auto", "cuda"):
         merged["device"] = f"cuda:{os.environ.get('LOCAL_RANK', rank)}"  # one GPU per process
     flow_fn = estimator(flow, host.weights(), flow_weights, pick_device(str(merged.get("device", "auto"))))

@@ -6,7 +6,7 @@ a weight source: downloaded with a sha256 check and cached, or a local file).
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch

@@ -6,10 +6,10 @@ are copied as they are when the output container takes their codec, re-encoded o
 from __future__ import annotations
 
 import glob
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 from PIL import Image
@@ -159,7 +159,8 @@ def _encoder(av, names: tuple[str, ...]) -> str:
                 return name
             except Exception:  # listed but not built as an encoder
                 continue
-    raise NSTError(f"this FFmpeg build has none of the encoders {', '.join(names)}; write a folder of PNG frames instead")
+    raise NSTError(f"this FFmpeg build has none of the encoders {', '.join(names)}; write a folder of PNG frames "
+                   "instead")
 
 
 def write_video(target: Path, suffix: str, frames: Iterator[np.ndarray], source: FrameSource, size: tuple[int, int],

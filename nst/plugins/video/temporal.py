@@ -5,14 +5,14 @@ Images are (1, 3, H, W) float tensors in [0, 1] on the CPU; masks (H, W) in {0, 
 """
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import torch
 
+from nst.contract.hookspecs import hookimpl
 from nst.core.images import resize
 from nst.core.losses import LossTerm
-from nst.hookspecs import hookimpl
 from nst.plugins.video.flow import FlowFn, flow_pair, warp
 
 # Feed-forward methods: share of the warped previous output kept on reliable pixels. Along a motion path the

@@ -8,23 +8,25 @@ names used here. Two kinds:
 - **run hooks** are called only for the plugins taking part in a run or a training (named with
   ``--plugin``, providing the chosen method, or passed in-process). Every run hook may also take
   ``options``: this plugin's validated options (the same dict as ``ctx.options[NAME]``), so a module
-  works the same installed under any name or passed in-process.
+  works the same installed under any name or passed in-process. Run hooks are called in pluggy's order:
+  implementations marked ``tryfirst=True`` first, then plain ones (the plugin registered last first: third-party
+  packages after the built-ins, in-process objects last), then ``trylast=True`` ones. Hook wrappers
+  (``wrapper=True`` / ``hookwrapper=True``) are refused on run hooks: the plugin is reported broken.
 
 docs/plugins.md has a table of which run hook fires in which mode, and a worked example package.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pluggy
+import torch
+import typer
 
-if TYPE_CHECKING:
-    import torch
-    import typer
-
-    from nst.context import RunContext, Schedule
-    from nst.core.encoder import Encoder
-    from nst.core.losses import LossTerm
+from nst.contract.context import RunContext, Schedule
+from nst.core.encoder import Encoder
+from nst.core.losses import LossTerm
 
 hookspec = pluggy.HookspecMarker("nst")
 hookimpl = pluggy.HookimplMarker("nst")
@@ -117,11 +119,12 @@ def nst_schedule(ctx: RunContext, options: dict[str, Any]) -> Schedule | None:
 
 
 @hookspec
-def nst_train_network(ctx: RunContext, config: Any, options: dict[str, Any]) -> torch.nn.Module | None:
+def nst_train_network(ctx: RunContext, settings: Any, options: dict[str, Any], config: Any) -> torch.nn.Module | None:
     """`nst train` only: the network to train instead of the Johnson TransformerNet (called once, before
     ``nst_prepare``; do not call ``ctx.encoder()`` here). None: no opinion; two plugins returning one is an error.
 
-    ``config`` is the ``nst.training.TrainSettings``. The module maps (B, 3, H, W) in [0, 1] to the same
+    ``settings`` is the training's ``nst.TrainSettings`` (``config`` is the same object, under the name
+    plugins written for nst 0.1 use). The module maps (B, 3, H, W) in [0, 1] to the same
     shape and takes the keyword inputs that ``nst_network_inputs`` provides. Its ``config`` attribute, a
     JSON-able dict whose ``"arch"`` names an architecture registered with ``nst_register_architectures``,
     is saved in the model file. A ``default_lr`` attribute replaces the 1e-3 default of ``--lr`` (a
@@ -151,7 +154,8 @@ def nst_on_step(ctx: RunContext, step: int, image: torch.Tensor, losses: dict[st
 @hookspec
 def nst_postprocess(ctx: RunContext, image: torch.Tensor, options: dict[str, Any]) -> torch.Tensor | None:
     """After the method (and colour preservation) of a run: return a new (1, 3, H, W) image in [0, 1]
-    or None to leave it. Plugins are applied in turn, each receiving the previous one's result.
+    or None to leave it. Plugins are applied in turn (pluggy's order, see above), each receiving the previous
+    one's result.
     """
 
 

@@ -1,5 +1,5 @@
-"""TOML config files for `nst run` / `nst train` and the API's `config=`: the same keys as the flags,
-`plugins = [...]` and one `[set.PLUGIN]` table of options per plugin."""
+"""Config files (TOML) for `nst run` / `nst train` / `nst video` and the API's `config=`: the same keys as the
+flags, `plugins = [...]` and one `[set.PLUGIN]` table of options per plugin. "Config" in nst means this file."""
 from __future__ import annotations
 
 from pathlib import Path

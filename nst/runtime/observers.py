@@ -4,9 +4,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from nst.contract.hookspecs import hookimpl
 from nst.core.images import save_image
 from nst.core.progress import progress_bar
-from nst.hookspecs import hookimpl
 
 
 class ProgressBar:

@@ -1,19 +1,17 @@
 """What a run or a training carries from hook to hook: RunContext, the schedule types and the method record."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any
 
 import torch
 
+from nst.contract.dispatch import RunHooks
+from nst.core.encoder import Encoder
 from nst.core.files import Outputs
-
-if TYPE_CHECKING:
-    from nst.core.encoder import Encoder
-    from nst.core.weights import Registry
-    from nst.host import RunHooks
-    from nst.settings import Settings
-    from nst.training import TrainSettings
+from nst.core.weights import Registry
+from nst.settings import Settings, TrainSettings
 
 
 @dataclass
@@ -52,7 +50,7 @@ class Method:
     """A transfer method: run(ctx) -> (1, 3, H, W) image in [0, 1]."""
 
     name: str
-    run: Callable[["RunContext"], torch.Tensor]
+    run: Callable[[RunContext], torch.Tensor]
     help: str = ""
     needs_style: bool = True
     plugin: str = ""
@@ -63,7 +61,7 @@ class RunContext:
     """Everything a run's (or a training's) hooks see.
 
     mode: "run" (`nst run` and the API: gatys, johnson, analogy and plugin methods) or "train"
-    (`nst train`); settings: nst.settings.Settings in runs, nst.training.TrainSettings in training;
+    (`nst train`); settings: nst.Settings in runs, nst.TrainSettings in training;
     content: (1, 3, H, W) at the output size in runs, None in training (photos come per step in
     `batch`); styles: [(1, 3, H_i, W_i)] as loaded (after colour preparation); style_weights: blend
     weights summing to 1; options: {plugin: {key: value}} for the plugins taking part; guides: what
@@ -75,19 +73,19 @@ class RunContext:
     in nst_prepare (`ctx.outputs.reserve(path)`, checked against the inputs) and queues them with
     `ctx.outputs.add(path, write)`, so they appear together with the result or not at all. on_tile(done,
     total): tiled work reports its tiles (within the current step) to the progress display, when there is one;
-    plan: the memory plan the method made (nst.core.planner.Plan), if any.
+    plan: the memory plan the method made (nst.core.planner.MemoryPlan), if any.
     """
 
     mode: str
-    settings: "Settings | TrainSettings"
+    settings: Settings | TrainSettings
     device: torch.device
     content: torch.Tensor | None
     styles: list[torch.Tensor]
     style_weights: list[float]
     options: dict[str, dict[str, Any]]
-    hooks: "RunHooks"
-    encoder_factory: Callable[[], "Encoder"]
-    weights: "Registry"
+    hooks: RunHooks
+    encoder_factory: Callable[[], Encoder]
+    weights: Registry
     architectures: dict[str, Callable[[dict], torch.nn.Module]] = field(default_factory=dict)
     outputs: Outputs = field(default_factory=Outputs)
     note: Callable[[str], None] = print
@@ -99,9 +97,9 @@ class RunContext:
     generator: torch.Generator | None = None
     on_tile: Callable[[int, int], None] | None = None
     plan: Any = None
-    _encoder: "Encoder | None" = None
+    _encoder: Encoder | None = None
 
-    def encoder(self) -> "Encoder":
+    def encoder(self) -> Encoder:
         """The shared VGG encoder on ctx.device (loaded once per run)."""
         if self._encoder is None:
             self._encoder = self.encoder_factory()

@@ -6,12 +6,12 @@ nst.core.tiled_gatys (the Gatys loss tile by tile); this module connects them to
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from nst.context import RunContext
+from nst.contract.context import RunContext
 from nst.core import planner, tiles
 from nst.core.devices import available_memory
 from nst.errors import NSTError, UsageError
@@ -25,7 +25,7 @@ PLANNED = ("gatys", "johnson", "arbitrary")  # the methods that plan their memor
 class PlanReady(NSTError):
     """--plan: the method has made its plan; the run stops here (nothing is computed or written)."""
 
-    def __init__(self, plan: planner.Plan) -> None:
+    def __init__(self, plan: planner.MemoryPlan) -> None:
         super().__init__("plan ready")
         self.plan = plan
 
@@ -36,7 +36,7 @@ def budget(ctx: RunContext) -> int:
     return given if given is not None else planner.default_budget(available_memory(ctx.device))
 
 
-def announce(ctx: RunContext, plan: planner.Plan) -> None:
+def announce(ctx: RunContext, plan: planner.MemoryPlan) -> None:
     """Print the plan before the work (when it tiles, or when the user set --max-memory / --tile); with --plan,
     stop the run here."""
     ctx.plan = plan
@@ -70,7 +70,7 @@ def network_seconds(forward: Callable[[torch.Tensor], torch.Tensor], device: tor
 
 
 def plan_network(ctx: RunContext, net: nn.Module, forward: Callable[[torch.Tensor], torch.Tensor],
-                 window_bytes: float) -> tuple[planner.Plan, int]:
+                 window_bytes: float) -> tuple[planner.MemoryPlan, int]:
     """(the plan of one network pass over ctx.content, the norm layers' count). WINDOW_BYTES: activations per
     pixel of a window, inference only."""
     h, w = ctx.content.shape[-2:]
@@ -83,7 +83,7 @@ def plan_network(ctx: RunContext, net: nn.Module, forward: Callable[[torch.Tenso
     if scale.cell or s.plan or s.max_memory is not None or s.tile:  # the plan is shown: time it (about a second)
         costs = planner.Costs(costs.base, costs.image, costs.window, network_seconds(forward, ctx.device))
         scale = planner.plan_scale(h, w, 0, costs, budget(ctx), halo, 4, 1.0, s.tile, tiled_work=1 + norms / 2)
-    return planner.Plan(s.method, str(ctx.device), budget(ctx), [scale]), norms
+    return planner.MemoryPlan(s.method, str(ctx.device), budget(ctx), [scale]), norms
 
 
 def check_tileable(inputs: dict) -> None:
@@ -102,7 +102,7 @@ def smaller(cell: int, h: int, w: int) -> int:
     return nxt
 
 
-def run_network(ctx: RunContext, net: nn.Module, forward: tiles.Forward, plan: planner.Plan) -> torch.Tensor:
+def run_network(ctx: RunContext, net: nn.Module, forward: tiles.Forward, plan: planner.MemoryPlan) -> torch.Tensor:
     """NET over ctx.content as PLAN says: one pass, or tiles with whole-image norm statistics; on CUDA
     out-of-memory, again with tiles half as large (a note says so)."""
     scale = plan.scales[0]
@@ -125,7 +125,9 @@ def run_network(ctx: RunContext, net: nn.Module, forward: tiles.Forward, plan: p
 
 # --- gatys ---------------------------------------------------------------------------------------------------------
 
-VGG_WINDOW_BYTES = 2400  # per window pixel: VGG19 activations to relu5_1 kept for the backward, and gradients (fitted to a 2048 px run in 608 px windows)
+# per window pixel: VGG19 activations to relu5_1 kept for the backward, and gradients (fitted to a 2048 px run in
+# 608 px windows)
+VGG_WINDOW_BYTES = 2400
 GATYS_IMAGE_BYTES = 160  # per image pixel: image, gradient, best image, content and its relu4_2 target, L-BFGS work
 HISTORY_BYTES = 24  # per image pixel and L-BFGS history pair (two 3-channel float vectors)
 MAX_HISTORY, MIN_HISTORY = 50, 5
@@ -144,7 +146,7 @@ def step_seconds(encoder, layers, device: torch.device) -> float:
     return (time.perf_counter() - start) / x[0, 0].numel()
 
 
-def plan_gatys(ctx: RunContext, sizes: list[tuple[int, int, int]], encoder, layers) -> planner.Plan:
+def plan_gatys(ctx: RunContext, sizes: list[tuple[int, int, int]], encoder, layers) -> planner.MemoryPlan:
     """The plan of a Gatys run over SIZES [(h, w, steps)] (coarse to fine): each scale untiled when it fits,
     else in tiles with a halo of VGG's receptive radius at the deepest of LAYERS; the L-BFGS history
     shrinks (down to MIN_HISTORY) when the whole-image buffers would take over half the budget."""
@@ -162,7 +164,7 @@ def plan_gatys(ctx: RunContext, sizes: list[tuple[int, int, int]], encoder, laye
     halo = halo_for(layers)
     scales = [planner.plan_scale(sh, sw, steps, costs, limit, halo, ALIGN, 1.0, s.tile, tiled_work=1.4)
               for sh, sw, steps in sizes]
-    plan = planner.Plan(s.method, str(ctx.device), limit, scales, history=history)
+    plan = planner.MemoryPlan(s.method, str(ctx.device), limit, scales, history=history)
     if history < MAX_HISTORY:
         plan.notes.append(f"L-BFGS keeps {history} of {MAX_HISTORY} history pairs to fit the budget")
     return plan

@@ -1,4 +1,5 @@
-"""Typed values: one coercion for core settings (CLI flags, config keys, API keywords) and plugin options.
+"""Typed values: one coercion for core settings (CLI flags, config keys, API keywords) and plugin options,
+and the one parser of what a user types (`--set PLUGIN.KEY=VALUE`, flag text).
 
 Values typed on the command line arrive wrapped in `Text` and are parsed ("0.5,0.5" -> [0.5, 0.5],
 "yes" -> True); values from a TOML file or the Python API are native and only checked, never reparsed
@@ -8,8 +9,8 @@ that knows how the user spelled it (`--style-blend`, `analogy.alphas`) re-spells
 from __future__ import annotations
 
 import math
-import os
 import numbers
+import os
 import types
 import typing
 from dataclasses import dataclass, fields
@@ -132,7 +133,9 @@ def check_range(field: str, value: Any, lo: float | None = None, hi: float | Non
 
 @dataclass
 class Option:
-    """A typed plugin option declared through nst_plugin_options (MIN / MAX bound numbers and list items)."""
+    """A typed value declared once: a plugin option (nst_plugin_options) or a core setting (nst.settings.declare).
+    MIN / MAX bound numbers and list items; GROUP is its --help section; SHOWN is the default as help prints it
+    where the default is computed (None: the default itself)."""
 
     key: str
     type: Any
@@ -141,6 +144,8 @@ class Option:
     choices: tuple | None = None
     min: float | None = None
     max: float | None = None
+    group: str = ""
+    shown: str | None = None
 
     def __post_init__(self) -> None:
         base, _ = split_optional(self.type)
@@ -154,15 +159,58 @@ class Option:
     def parse(self, field: str, value: Any) -> Any:
         """VALUE for this option (field name FIELD, e.g. 'depth.weight'), converted and checked."""
         value = coerce(self.type, value, field)
-        if self.choices and value is not None and value not in self.choices:
-            raise FieldError(field, f"must be one of {', '.join(map(str, self.choices))}, got {value!r}")
+        if self.choices and value is not None:
+            bad = [v for v in (value if isinstance(value, list) else [value]) if v not in self.choices]
+            if bad:
+                raise FieldError(field, f"must be one of {', '.join(map(str, self.choices))}, got {bad[0]!r}")
         check_range(field, value, self.min, self.max)
         return value
+
+
+    def default_text(self) -> str:
+        """The default as --help and the tables show it ('' when there is none)."""
+        if self.shown is not None:
+            return self.shown
+        value = self.default
+        if value is None:
+            return ""
+        if isinstance(value, list):
+            return ",".join(map(str, value))
+        if isinstance(value, bool):
+            return "on" if value else ""  # a flag: off unless given
+        return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def flag(name: str) -> str:
     """A settings field's command-line flag: 'style_blend' -> '--style-blend'."""
     return "--" + name.replace("_", "-")
+
+
+def as_typed(exc: FieldError, config_keys: set[str] = frozenset(), config: Any = None) -> FieldError:
+    """EXC with a core setting named as the user typed it: its flag ('--size'), or 'CONFIG: size' when the value
+    came from the config file CONFIG (its key among CONFIG_KEYS). Plugin options ('depth.weight'), flags and
+    fields already spelled ('run.toml: size', a path) stay as they are."""
+    if exc.field.startswith(("-", "/")) or "." in exc.field or ":" in exc.field:
+        return exc
+    return exc.spelled(f"{config}: {exc.field}" if exc.field in config_keys else flag(exc.field))
+
+
+def parse_sets(items: list[str]) -> dict[str, dict[str, Any]]:
+    """['depth.weight=2'] -> {'depth': {'weight': Text('2')}} (parsed later by the options' declared types)."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        plugin, dot, name = key.strip().partition(".")
+        if not sep or not dot or not plugin or not name:
+            raise UsageError(f"--set expects PLUGIN.KEY=VALUE, got '{item}'")
+        out.setdefault(plugin, {})[name] = Text(value)
+    return out
+
+
+def texts(values: dict[str, Any]) -> dict[str, Any]:
+    """Values as typed: strings wrapped as Text (parsed by the fields' types: '0.5,0.5' -> [0.5, 0.5]);
+    None and False (a flag not given) dropped."""
+    return {k: Text(v) if isinstance(v, str) else v for k, v in values.items() if v is not None and v is not False}
 
 
 def parse_fields(cls, values: dict[str, Any], what: str = "setting") -> dict[str, Any]:
