@@ -135,10 +135,10 @@ def test_stylise_watch_cancel_and_gallery_after_restart(browser, host, screensho
         browser.find_element(By.ID, "run").click()
         previews = set()
         deadline = time.monotonic() + 90
-        while status(browser) != "done":
-            assert status(browser) in ("", "queued", "running") and time.monotonic() < deadline, status(browser)
+        while (state := status(browser)) != "done":  # read once: the job may finish between two reads
+            assert state in ("", "queued", "running") and time.monotonic() < deadline, state
             src = browser.find_element(By.ID, "preview").get_attribute("src") or ""
-            if "/preview" in src and status(browser) == "running":
+            if "/preview" in src and state == "running":
                 if len(previews) == 1 and src not in previews:
                     browser.save_screenshot(str(screenshots / "2-running.png"))
                 previews.add(src)
