@@ -7,14 +7,13 @@ replaces the global style term.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-import typer
 
 from nst.contract.hookspecs import hookimpl
 from nst.core.images import image_writer
@@ -28,6 +27,8 @@ MERGE_DISTANCE = 40  # RGB distance under which two label colours are one
 PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
            (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (220, 190, 255),
            (170, 110, 40), (255, 250, 200), (128, 0, 0), (170, 255, 195)]
+PALETTE_NAMES = ["red", "green", "yellow", "blue", "orange", "purple", "cyan", "magenta", "lime", "pink", "teal",
+                 "lavender", "brown", "beige", "maroon", "mint"]
 MASK_BYTES_PER_PIXEL = 64  # the image, its labels and one-hot masks while a label map is made
 SAM_URLS = {"vit_b": "sam_vit_b_01ec64.pth", "vit_l": "sam_vit_l_0b3195.pth", "vit_h": "sam_vit_h_4b8939.pth"}
 
@@ -45,6 +46,12 @@ class LabelMap:
 
     def image(self) -> np.ndarray:
         return np.asarray(self.colours, dtype=np.uint8)[self.labels.numpy()]
+
+
+def colour_name(rgb: tuple[int, int, int]) -> str:
+    """A palette colour's name ('red'), any other colour as #rrggbb."""
+    rgb = tuple(int(v) for v in rgb)
+    return PALETTE_NAMES[PALETTE.index(rgb)] if rgb in PALETTE else "#{:02x}{:02x}{:02x}".format(*rgb)
 
 
 def read_label_map(path: Path, hw: tuple[int, int], note) -> LabelMap:
@@ -109,12 +116,18 @@ def kmeans_label_map(image: torch.Tensor, k: int, seed: int = 0, iters: int = 20
     return LabelMap(remap[labels], PALETTE[: len(used)])
 
 
-def load_sam(checkpoint: Path, model_type: str, device: torch.device):
-    """A Segment Anything model of MODEL_TYPE with the weights of CHECKPOINT (strict)."""
+def as_option(key: str, value: str) -> str:
+    """How a run spells the semantic option KEY set to VALUE: semantic.KEY=VALUE."""
+    return f"semantic.{key}={value}"
+
+
+def load_sam(checkpoint: Path, model_type: str, device: torch.device, spell: Callable[[str, str], str] = as_option):
+    """A Segment Anything model of MODEL_TYPE with the weights of CHECKPOINT (strict). SPELL(key, value) names an
+    option as the user gives it (a run's semantic.KEY=VALUE, or a command's --key VALUE)."""
     try:
         from segment_anything import sam_model_registry
     except ImportError:
-        raise NSTError("semantic.segmenter=sam needs segment-anything: pip install segment-anything") from None
+        raise NSTError(f"{spell('segmenter', 'sam')} needs segment-anything: pip install 'nst-suite[sam]'") from None
     if model_type not in SAM_URLS:
         raise UsageError(f"unknown SAM model '{model_type}' (vit_b, vit_l, vit_h)")
     sam = sam_model_registry[model_type]()
@@ -122,7 +135,7 @@ def load_sam(checkpoint: Path, model_type: str, device: torch.device):
         sam.load_state_dict(read_tensors(Path(checkpoint)), strict=True)
     except RuntimeError:
         raise NSTError(f"{checkpoint}: not a SAM {model_type} checkpoint (keys or shapes differ; check "
-                       "semantic.sam_model)") from None
+                       f"{spell('sam_model', model_type)})") from None
     return sam.to(device).eval()
 
 
@@ -155,18 +168,24 @@ def pair_by_colour(content: LabelMap, style: LabelMap, tolerance: int = MERGE_DI
     return out
 
 
+def region_similarity(content_feats: torch.Tensor, cmasks: torch.Tensor, style_feats: torch.Tensor,
+                      smasks: torch.Tensor) -> np.ndarray:
+    """(Kc, Ks) cosine similarity of the regions' mean features: features (1, C, h, w), masks (1, K, H, W)."""
+    def means(f, m):
+        m = resize_masks(m, tuple(f.shape[-2:]))[0]
+        return torch.stack([(f[0] * r).sum((1, 2)) / r.sum().clamp_min(1e-8) for r in m])
+
+    a, b = F.normalize(means(content_feats, cmasks), dim=1), F.normalize(means(style_feats, smasks), dim=1)
+    return (a @ b.t()).numpy()
+
+
 def pair_by_features(content_feats: torch.Tensor, cmasks: torch.Tensor, style_feats: torch.Tensor,
                      smasks: torch.Tensor) -> list[int]:
     """Optimal assignment of content regions to style regions by cosine similarity of their mean
     features; content regions left over (more regions than the style has) take their most similar."""
     from scipy.optimize import linear_sum_assignment
 
-    def means(f, m):
-        m = resize_masks(m, tuple(f.shape[-2:]))[0]
-        return torch.stack([(f[0] * r).sum((1, 2)) / r.sum().clamp_min(1e-8) for r in m])
-
-    a, b = F.normalize(means(content_feats, cmasks), dim=1), F.normalize(means(style_feats, smasks), dim=1)
-    sim = (a @ b.t()).numpy()
+    sim = region_similarity(content_feats, cmasks, style_feats, smasks)
     rows, cols = linear_sum_assignment(-sim)
     pairs = [int(sim[i].argmax()) for i in range(len(sim))]
     for r, c in zip(rows, cols):
@@ -197,12 +216,14 @@ def overlay(image: torch.Tensor, lm: LabelMap, colours: list[tuple[int, int, int
     return Image.fromarray((0.5 * img + 0.5 * paint).astype(np.uint8), "RGB")
 
 
-def _segment(opts, image: torch.Tensor, device, note) -> LabelMap:
+def segment(opts, image: torch.Tensor, device, spell: Callable[[str, str], str] = as_option) -> LabelMap:
+    """The label map of IMAGE (1, 3, H, W) made by opts["segmenter"] (auto: k-means, or sam); SPELL as for load_sam."""
     if opts["segmenter"] == "sam":
         if opts["sam_checkpoint"] is None:
-            raise UsageError("semantic.segmenter=sam needs semantic.sam_checkpoint=PATH (e.g. sam_vit_b_01ec64.pth; "
-                             "see `nst weights`)")
-        return sam_label_map(load_sam(opts["sam_checkpoint"], opts["sam_model"], device), image, opts["regions"])
+            raise UsageError(f"{spell('segmenter', 'sam')} needs {spell('sam_checkpoint', 'PATH')} (e.g. "
+                             "sam_vit_b_01ec64.pth; see `nst weights`)")
+        sam = load_sam(opts["sam_checkpoint"], opts["sam_model"], device, spell)
+        return sam_label_map(sam, image, opts["regions"])
     return kmeans_label_map(image, opts["regions"])
 
 
@@ -253,8 +274,8 @@ def nst_prepare(ctx, options):
         styles = [read_label_map(p, tuple(s.shape[-2:]), ctx.note) for p, s in zip(style_paths, ctx.styles)]
         pairings = [pair_by_colour(content, s) for s in styles]
     else:
-        content = _segment(opts, ctx.content, ctx.device, ctx.note)
-        styles = [_segment(opts, s, ctx.device, ctx.note) for s in ctx.styles]
+        content = segment(opts, ctx.content, ctx.device)
+        styles = [segment(opts, s, ctx.device) for s in ctx.styles]
         enc = ctx.encoder()
         with torch.no_grad():
             cf = enc(ctx.content, ["relu3_1"])["relu3_1"].cpu()
@@ -274,7 +295,8 @@ def nst_prepare(ctx, options):
         raise UsageError(f"semantic.region_weights has {len(weights)} value(s) for {len(content.colours)} content "
                          "regions")
     ctx.summary["semantic pairing"] = "; ".join(
-        f"style {j + 1}: " + ", ".join(f"{c}->{'whole style' if s is None else s}" for c, s in enumerate(p))
+        f"style {j + 1}: " + ", ".join(f"{c} {colour_name(content.colours[c])}->{'whole style' if s is None else s}"
+                                       for c, s in enumerate(p))
         for j, p in enumerate(pairings))
     if opts["save_masks"] is not None:
         _queue_overlays(opts["save_masks"], ctx, content, styles, pairings)
@@ -320,39 +342,6 @@ def nst_losses(ctx, encoder):
 
 @hookimpl
 def nst_register_commands(app) -> None:
-    @app.command("masks", no_args_is_help=True)
-    def masks_command(
-        image: Annotated[Path, typer.Argument(help="Image to segment.", show_default=False)],
-        output: Annotated[Path, typer.Option("--output", "-o", help="Colour-coded label map (PNG), editable and usable "
-                                                                    "as semantic.content_mask / style_mask.",
-                                                                    show_default=False)],
-        segmenter: Annotated[str, typer.Option(help="auto (offline k-means) or sam.")] = "auto",
-        regions: Annotated[int, typer.Option(help="Number of regions.")] = 3,
-        sam_checkpoint: Annotated[Optional[Path], typer.Option(help="Segment Anything checkpoint, for --segmenter "
-                                                                    "sam.")] = None,
-        sam_model: Annotated[str, typer.Option(help="vit_b, vit_l or vit_h.")] = "vit_b",
-        size: Annotated[int, typer.Option(help="Long side to work at (the label map has this size).")] = 512,
-    ) -> None:
-        """Make a label map of IMAGE to inspect or edit, then pass it to the semantic plugin."""
-        from PIL import Image
+    from nst.plugins.semantic.masks import masks_command
 
-        from nst.core.devices import check_memory, pick_device
-        from nst.core.files import Outputs
-        from nst.core.images import MAX_SIDE, check_output_path, load_image, resize_long_side
-        from nst.errors import note_line
-
-        if segmenter not in ("auto", "sam"):
-            raise UsageError(f"--segmenter must be auto or sam, got '{segmenter}'")
-        if not 1 <= regions <= MAX_LABELS:
-            raise UsageError(f"--regions must be between 1 and {MAX_LABELS}, got {regions}")
-        if not 16 <= size <= MAX_SIDE:
-            raise UsageError(f"--size must be between 16 and {MAX_SIDE}, got {size}")
-        check_memory(MASK_BYTES_PER_PIXEL * size * size, f"a {size} px label map", torch.device("cpu"), "use a smaller --size")
-        outputs = Outputs([image, sam_checkpoint])
-        outputs.reserve(check_output_path(output))
-        img = resize_long_side(load_image(image, note_line), size)
-        opts = {"segmenter": segmenter, "regions": regions, "sam_checkpoint": sam_checkpoint, "sam_model": sam_model}
-        lm = _segment(opts, img, pick_device("auto"), note_line)
-        outputs.add(output, image_writer(Image.fromarray(lm.image(), "RGB"), output))
-        outputs.commit()
-        typer.echo(f"wrote {output} ({len(lm.colours)} regions)")
+    app.command("masks", no_args_is_help=True)(masks_command)
