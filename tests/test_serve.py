@@ -162,6 +162,9 @@ def test_progress_events_carry_steps_losses_and_changing_previews(studio):
         previews = {e["preview"] for _, e in events if e["preview"]}
         assert len(previews) >= 2  # the preview changed while the job ran
         assert all(e["losses"]["total"] > 0 for _, e in events if e["step"])
+        paced = [e for k, e in events if k == "progress" and e["step"] >= 2]  # the numbers nst run prints, too
+        assert paced and all(e["rate"] > 0 and e["left"] >= 0 for e in paced)
+        assert paced[-1]["step"] < 30 or paced[-1]["left"] == 0
         preview = client.get(next(iter(previews)))
         assert preview.status_code == 200
         assert Image.open(io.BytesIO(preview.content)).size == (64, 48)

@@ -186,9 +186,10 @@ async def cancel_job(job_id: str, request: Request) -> dict:
 
 
 def progress_event(job: Job) -> str:
-    """One server-sent event's data: status, step, total, losses, error, preview and result URLs."""
+    """One server-sent event's data: status, step, total, rate, time left, losses, error, preview and result URLs."""
     public = job.public(history=False)
-    return json.dumps({k: public[k] for k in ("id", "status", "step", "total", "losses", "error", "preview", "result")})
+    keys = ("id", "status", "step", "total", "rate", "left", "losses", "error", "preview", "result")
+    return json.dumps({k: public[k] for k in keys})
 
 
 async def read_form(request: Request, limits: Limits, waiting: int):

@@ -273,10 +273,21 @@ function watch(id) {
   };
 }
 
+// seconds as 0:42, 12:05 or 1:02:05; a rate as "3.2 steps/s" or "6.4 s/step" (as nst run prints them)
+function clock(seconds) {
+  const s = Math.round(seconds), two = (n) => String(n).padStart(2, "0");
+  return s >= 3600 ? `${Math.floor(s / 3600)}:${two(Math.floor(s / 60) % 60)}:${two(s % 60)}` : `${Math.floor(s / 60)}:${two(s % 60)}`;
+}
+
+function rateText(rate) {
+  return rate >= 1 ? `${rate.toPrecision(2)} steps/s` : `${(1 / rate).toPrecision(3)} s/step`;
+}
+
 function update(s) {
   if (s.id !== state.job) return;
   const status = $("status");
-  const steps = s.total ? `step ${s.step} of ${s.total}` : s.step ? `step ${s.step}` : "";
+  const pace = s.status === "running" && s.rate ? [rateText(s.rate), s.left !== null ? `${clock(s.left)} left` : ""] : [];
+  const steps = [s.total ? `step ${s.step} of ${s.total}` : s.step ? `step ${s.step}` : "", ...pace].filter(Boolean).join(", ");
   status.textContent = [s.status, steps].filter(Boolean).join(": ");
   status.className = s.status === "error" ? "error" : "";
   if (s.error) status.textContent += ` — ${s.error}`;
