@@ -182,3 +182,17 @@ def test_progress_in_a_log_is_plain_lines_with_rate_and_time_left(tmp_path, tiny
     assert line.match(every[-1]).group(3) == "0:00"
     assert [int(line.match(l).group(1)) for l in run()] == [1, 6]
     assert run("-q") == []
+
+
+@pytest.mark.parametrize("command, needs", [("info", "IMAGE"), ("run", "INPUTS..., --output"),
+                                            ("masks", "IMAGES..., --output"), ("export", "MODEL, --onnx")])
+def test_a_command_without_its_arguments_is_a_usage_error(run_cli, command, needs):
+    """`nst info` alone is a mistake, not a request for help: one line naming what is missing, exit 2."""
+    code, stdout, err = run_cli(command)
+    assert code == 2 and stdout == ""
+    assert one_error_line(err) == f"error: `nst {command}` needs {needs} (see `nst {command} --help`)"
+
+
+def test_nst_alone_lists_the_commands(run_cli):
+    code, stdout, _ = run_cli()
+    assert code == 0 and "run" in stdout and "info" in stdout
