@@ -221,13 +221,15 @@ class ProgressRecorder:
 
 
 class Worker:
-    """Runs queued jobs one at a time on DEVICE in a thread of its own."""
+    """Runs queued jobs one at a time on DEVICE in a thread of its own; BUSY is held while a job runs (time
+    estimates never probe the device beside a job)."""
 
     def __init__(self, store: JobStore, host, device: str, preview_seconds: float = 0.25) -> None:
         self.store, self.host, self.device = store, host, device
         self.recorder = ProgressRecorder(store, preview_seconds)
         self.queue: deque[Job] = deque()
         self.wake = threading.Condition(store.lock)
+        self.busy = threading.Lock()
         self.stopping = False
         self.thread = threading.Thread(target=self._loop, name="nst-studio-worker", daemon=True)
 
@@ -302,8 +304,9 @@ class Worker:
             job.notes.append(message)
 
         try:
-            result = run(inputs[0], inputs[1:], output=folder / "result.png", host=self.host, note=note,
-                         device=self.device, **arguments)
+            with self.busy:
+                result = run(inputs[0], inputs[1:], output=folder / "result.png", host=self.host, note=note,
+                             device=self.device, **arguments)
         except Cancelled:
             job.status, job.error = ("error", INTERRUPTED) if self.stopping else ("cancelled", None)
             return
