@@ -457,7 +457,7 @@ def test_default_job_is_the_largest_that_fits_the_minute(host):
     job = estimator.default_job(640, 427)
     # 512 px / 300 steps: 302 s; 384/300: 171 s; 256/200: 52 s; 192/150: 300 * 0.5 * 0.1406 + 2 = 23 s
     assert (job["method"], job["size"], job["steps"]) == ("gatys", 192, 150)
-    assert job["why"] == "gatys at the largest size whose job takes under 40 s on cpu: about 23 s"
+    assert job["why"] == "gatys at the largest size whose job takes under 45 s on cpu: about 23 s"
     assert asked == [({"method": "gatys", "size": "512", "steps": "300"}, 640, 427)]
     assert estimator.default_job(640, 427) is job  # measured once
     estimator.defaults = None
@@ -472,6 +472,6 @@ def test_defaults_endpoint_measures_the_device(studio):
         job = client.get("/api/defaults").json()
     if job["method"] == "gatys":
         assert (job["size"], job["steps"]) in [(512, 300), (384, 300), (256, 200), (192, 150), (128, 100)]
-        assert re.fullmatch(r"gatys at the largest size whose job takes under 40 s on cpu: about \d+ s", job["why"])
+        assert re.fullmatch(r"gatys at the largest size whose job takes under 45 s on cpu: about \d+ s", job["why"])
     else:  # a machine too busy for gatys even at 128 px
         assert job["method"] == "arbitrary" and job["why"].startswith("method arbitrary, one forward pass: gatys would take")

@@ -132,7 +132,7 @@ def test_stylise_watch_cancel_and_gallery_after_restart(browser, host, screensho
               == ["content.jpg", "style.jpg"], 10, "the example thumbnails")
         # the starting values are the device's default job, and its estimate shows before Run
         defaults = browser.find_element(By.ID, "defaults").text  # a loaded machine may be too slow for any gatys size
-        assert re.fullmatch(r"Starting values: (gatys at the largest size whose job takes under 40 s on cpu: about \d+ s|"
+        assert re.fullmatch(r"Starting values: (gatys at the largest size whose job takes under 45 s on cpu: about \d+ s|"
                             r"method arbitrary, one forward pass: gatys would take .*)\.", defaults), defaults
         size = browser.find_element(By.CSS_SELECTOR, '#main-settings [data-name="size"]').get_attribute("value")
         assert size in ("512", "384", "256", "192", "128")

@@ -12,7 +12,7 @@ import torch
 
 from nst.serve.forms import JobRequest
 
-TARGET_SECONDS = 40.0  # the default job's estimate, leaving room in a minute for a busy machine and the page
+TARGET_SECONDS = 45.0  # the default job's estimate: room in a minute for a machine that turns busy, and the page
 CANDIDATES = [(512, 300), (384, 300), (256, 200), (192, 150), (128, 100)]  # (size, steps), best first
 CACHED = 64  # estimates kept, by request and content shape
 
