@@ -122,7 +122,8 @@ def masks_command(
     size: Annotated[int, typer.Option(help="Long side to work at (the label maps have this size).")] = 512,
     weights: Annotated[str, typer.Option(help="VGG19 weights whose features pair the regions: a name from `nst weights` "
                                               "or a file.")] = "vgg19",
-    overwrite: Annotated[bool, typer.Option(help="Replace label maps and a legend already in the output folder.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace label maps and a legend already in the output "
+                                                               "folder.")] = False,
 ) -> None:
     """Make a label map of IMAGE to inspect or edit; or, given a content and its style image(s), label maps whose
     colours pair the regions, a legend and the pairing by colour. Pass the maps to the semantic plugin."""
