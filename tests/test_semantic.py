@@ -10,7 +10,7 @@ from PIL import Image
 
 import nst
 from nst.core.losses import gram_matrix, guided_gram
-from nst.plugins import semantic as S
+from nst.plugins.semantic import regions as S
 
 H, W = 48, 64
 RED, BLUE, GREEN = (255, 0, 0), (0, 0, 255), (0, 255, 0)

@@ -12,7 +12,15 @@ import torch
 import typer
 
 from nst.errors import UsageError
-from nst.plugins.semantic import MASK_BYTES_PER_PIXEL, MAX_LABELS, LabelMap, colour_name, overlay, region_similarity, segment
+from nst.plugins.semantic.regions import (
+    MASK_BYTES_PER_PIXEL,
+    MAX_LABELS,
+    LabelMap,
+    colour_name,
+    overlay,
+    region_similarity,
+    segment,
+)
 
 UNUSED = (128, 128, 128)  # style regions that no content region pairs with
 THUMB = 240  # the legend's pictures, long side in px
