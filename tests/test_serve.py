@@ -429,6 +429,8 @@ def test_estimate_before_run(studio):
         assert with_plugin["text"].endswith("(plugins glow not counted)")
         assert one_line(client.post("/api/estimate", data={**fields, "size": "abc"})) == "--size: expected an integer (int), got 'abc'"
         assert one_line(client.post("/api/estimate", data={**fields, "width": "-3"})).startswith("width: expected a whole number")
+        assert one_line(client.post("/api/estimate", data={**fields, "method": "johnson"})).startswith(
+            "--method johnson needs --model")  # found by planning: the same line as a job's
         analogy = client.post("/api/estimate", data={**fields, "method": "analogy"}).json()
         assert analogy["seconds"] is None and analogy["text"] == "no estimate for method analogy (it does not plan its work)"
         job_id = submit(client, steps=1_000_000).json()["id"]

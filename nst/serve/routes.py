@@ -77,7 +77,10 @@ async def estimate(request: Request) -> dict:
         raise ApiError(400, cli_message(exc)) from None
     finally:
         await form.close()
-    return await run_in_threadpool(state.estimator.estimate, job_request, *shape)
+    try:
+        return await run_in_threadpool(state.estimator.estimate, job_request, *shape)
+    except NSTError as exc:  # found only by planning, e.g. johnson without --model
+        raise ApiError(400, cli_message(exc)) from None
 
 
 @router.get("/api/defaults")
