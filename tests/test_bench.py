@@ -16,7 +16,7 @@ from conftest import nst_main, one_error_line  # noqa: E402
 
 from nst.bench import bench, measures  # noqa: E402
 from nst.bench.plan import SECTIONS, make_plan  # noqa: E402
-from nst.bench.report import exponent  # noqa: E402
+from nst.bench.report import growth  # noqa: E402
 from nst.errors import UsageError  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -105,10 +105,16 @@ def test_bad_options_give_one_line(capsys, monkeypatch, tmp_path, args, fragment
     assert not (tmp_path / "r" / "results.json").exists()
 
 
-def test_exponent_recovers_a_power_law():
-    sizes = [64, 128, 256]
-    assert exponent(sizes, [2e-6 * (s * s) ** 0.75 for s in sizes]) == pytest.approx(0.75)
-    assert exponent([64], [1.0]) is None
+def test_growth_fits_only_a_power_law_it_can_stand_behind():
+    pixels = [s * s for s in (64, 128, 256)]
+    b, text = growth(pixels, [2e-6 * p ** 0.75 for p in pixels])
+    assert b == pytest.approx(0.75) and text == "pixels^0.75 (R² 1.000 over 3 sizes)"
+    assert growth([64 * 64], [1.0]) == (None, "–")
+    # two sizes (the quick plan's): the measured ratio, no exponent
+    assert growth(pixels[:2], [1.73, 2.73]) == (None, "×1.58 time for ×4 pixels (2 sizes: too few to fit an exponent)")
+    # fixed costs and noise (the time falls, then rises): no exponent, and why
+    b, text = growth(pixels, [1.73, 1.52, 2.10])
+    assert b is None and "no power law (R² " in text
 
 
 def test_measures_on_known_images():

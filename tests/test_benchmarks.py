@@ -25,6 +25,8 @@ BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
     ("large.py", ["--methods", "gatys", "arbitrary", "--sizes", "64", "--steps", "2", "--tile", "32"], "| gatys | cpu | 64x42 | 4 | 32 |"),
     ("video.py", ["--size", "64", "--frames", "3", "--gatys-size", "32", "--gatys-steps", "2", "--gatys-frames", "2"],
      "| johnson | 64 | 3 | yes |"),
+    ("studio.py", ["--no-default", "--jobs", "gatys:32:2"], "| given | gatys | 32 | 2 | "),
+    ("install_sizes.py", [], "| base (`pip install nst-suite`) | "),
 ])
 def test_benchmark_runs_one_tiny_configuration(tmp_path, script, args, expect):
     out = tmp_path / "result.md"

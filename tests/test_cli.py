@@ -153,3 +153,46 @@ def test_end_to_end_real_weights_subprocess(tmp_path):
     edges = lambda a: np.abs(np.diff(a, axis=1)).mean()
     c_small = np.asarray(Image.open(content).resize((64, 48), Image.BICUBIC), dtype=np.float32) / 255
     assert edges(o) > 1.5 * edges(c_small)
+
+
+def test_progress_in_a_log_is_plain_lines_with_rate_and_time_left(tmp_path, tiny_weights, content_path, style_path):
+    """With stderr a pipe (a log, CI), progress is plain lines: step/total, rate, elapsed and time left, no escape
+    codes; NST_PROGRESS_SECONDS sets their interval (0: every step); the default interval prints the first and the
+    last state of a short run; -q prints none."""
+    import os
+    import re
+
+    def run(*extra, seconds=None):
+        env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "TTY_COMPATIBLE", "NST_PROGRESS_SECONDS")}
+        env["OMP_NUM_THREADS"] = "1"
+        if seconds is not None:
+            env["NST_PROGRESS_SECONDS"] = str(seconds)
+        proc = subprocess.run([sys.executable, "-m", "nst.cli", "run", content_path, style_path, "-o", tmp_path / "o.png",
+                               "--weights", tiny_weights, "--size", "32", "--steps", "6", *extra],
+                              capture_output=True, text=True, env=env, timeout=300)  # stderr a pipe
+        assert proc.returncode == 0, proc.stderr
+        assert "\x1b" not in proc.stderr and "━" not in proc.stderr  # no bar drawn into the log
+        return [l for l in proc.stderr.splitlines() if l.startswith("gatys")]
+
+    line = re.compile(r"gatys 32px: (\d)/6 \(\d+%\), (\? steps/s|[\d.]+ steps/s|[\d.]+ s/step), \d:\d\d elapsed, "
+                      r"(\?|\d:\d\d) left, content \S+  style \S+  tv \S+  total \S+$")
+    every = run(seconds=0)
+    assert [int(line.match(l).group(1)) for l in every] == [1, 2, 3, 4, 5, 6], every
+    assert all(line.match(l).group(2) != "? steps/s" for l in every[1:])  # a rate from the second step on
+    assert line.match(every[-1]).group(3) == "0:00"
+    assert [int(line.match(l).group(1)) for l in run()] == [1, 6]
+    assert run("-q") == []
+
+
+@pytest.mark.parametrize("command, needs", [("info", "IMAGE"), ("run", "INPUTS..., --output"),
+                                            ("masks", "IMAGES..., --output"), ("export", "MODEL, --onnx")])
+def test_a_command_without_its_arguments_is_a_usage_error(run_cli, command, needs):
+    """`nst info` alone is a mistake, not a request for help: one line naming what is missing, exit 2."""
+    code, stdout, err = run_cli(command)
+    assert code == 2 and stdout == ""
+    assert one_error_line(err) == f"error: `nst {command}` needs {needs} (see `nst {command} --help`)"
+
+
+def test_nst_alone_lists_the_commands(run_cli):
+    code, stdout, _ = run_cli()
+    assert code == 0 and "run" in stdout and "info" in stdout

@@ -40,7 +40,7 @@ def test_hook_is_tested(hook):
 @pytest.mark.parametrize("name, lang", [("pyproject.toml", "toml"), ("nst_example.py", "python")])
 def test_worked_example_matches_fixture(name, lang):
     """The guide's worked example is the tested package, verbatim."""
-    source = (TESTS / "fixtures" / "nst-example-plugin" / name).read_text(encoding="utf-8")
+    source = (TESTS.parent / "examples" / "nst-example-plugin" / name).read_text(encoding="utf-8")
     assert f"```{lang}\n{source}```" in GUIDE.read_text(encoding="utf-8"), f"docs/plugins.md: {name} differs from the fixture"
 
 
@@ -51,3 +51,17 @@ def test_readme_options_tables_are_made_from_the_declarations():
     script = runpy.run_path(str(TESTS.parent / "docs" / "options.py"))
     text = (TESTS.parent / "README.md").read_text(encoding="utf-8")
     assert script["rewrite"](text) == text, "README.md's options tables are out of date: run python docs/options.py"
+
+
+def test_the_guide_names_every_built_in_plugin_and_command():
+    """docs/plugins.md lists nst's own plugins in its first paragraph, and names every command they add."""
+    from nst.host import PluginHost
+    from nst.host.plugin_host import BUILTINS
+
+    text = GUIDE.read_text(encoding="utf-8")
+    first = text[:text.index("```")]
+    assert [name for name in BUILTINS if f"`{name}`" not in first] == []
+    host = PluginHost(load_entry_points=False)
+    commands = [c for name in BUILTINS for c in host.records[name].commands]
+    assert {"masks", "presets", "video"} <= set(commands)
+    assert [c for c in commands if f"`nst {c}`" not in text] == []

@@ -1,7 +1,7 @@
 """Third-party plugins for real: pip-install packages into a temporary target and drive the CLI in a
 subprocess, so plugins are found through their `nst` entry points (importlib.metadata).
 
-The example package is tests/fixtures/nst-example-plugin (hooks nst_plugin_options and nst_losses);
+The example package is examples/nst-example-plugin (hooks nst_plugin_options and nst_losses), the one the docs use;
 a second, generated package fails at import and must be reported, never fatal.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import pip_install, write_package  # noqa: E402
 
-FIXTURE = Path(__file__).parent / "fixtures" / "nst-example-plugin"
+FIXTURE = Path(__file__).parent.parent / "examples" / "nst-example-plugin"
 BROKEN_MESSAGE = "nst-broken-plugin needs the frobnicate library"
 
 

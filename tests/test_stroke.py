@@ -383,3 +383,19 @@ def test_network_period_grows_with_stroke_size(tmp_path, files):
     assert periods[2] > 1.8 * periods[0], periods
     for size, period in zip((64, 110, 192), periods):
         assert 1 / 1.6 < period / stripe_wavelength(size) < 1.6, (size, period)
+
+
+@pytest.mark.parametrize("file_side, stroke, expected", [
+    (256, 200, "the run keeps it at 32 px on its long side (styles over 2 x --size x --style-scale are shrunk; the file "
+               "is 256 px): blurry strokes; --style-scale 6.25 keeps 200 px"),
+    (48, 200, "stroke size 200 px upsamples the style, whose file is 48 px on its long side"),
+])
+def test_upsampling_note_tells_the_file_from_what_the_run_keeps(tmp_path, tiny_weights, file_side, stroke, expected):
+    """A 256 px style file at --size 32 is held at 32 px: the note names both sizes and the --style-scale that keeps
+    enough of the file; a file that is itself too small is named as such."""
+    style = tmp_path / "style.png"
+    stripes_image(file_side, file_side, 8).save(style)
+    notes = []
+    nst.run(gradient_image(40, 32), [style], plugins=["stroke"], options={"stroke": {"size": stroke}}, size=32, steps=1,
+            weights=str(tiny_weights), note=notes.append)
+    assert any(expected in n for n in notes), notes

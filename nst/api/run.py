@@ -97,6 +97,7 @@ def run(content, styles: Iterable = (), *, plugins: Iterable[str | object] = (),
         if method.needs_style and not style_ts:
             raise UsageError(f"method '{method.name}' needs at least one style image")
         weights = blend_weights(run_settings.style_blend, len(style_ts))
+        sides = [max(s.shape[-2:]) for s in style_ts]
         style_ts = [_cap(s, run_settings) for s in style_ts]
         style_ts = colors.prepare_styles(run_settings.preserve_colors, content_t, style_ts)
         registry = host.weights()
@@ -111,7 +112,7 @@ def run(content, styles: Iterable = (), *, plugins: Iterable[str | object] = (),
                              styles=[s.to(device) for s in style_ts], style_weights=weights, options=resolved,
                              hooks=host.run_hooks(active, resolved), encoder_factory=make_encoder, weights=registry,
                              architectures=host.architectures(), outputs=outputs, note=note,
-                             generator=torch.Generator().manual_seed(run_settings.seed))
+                             generator=torch.Generator().manual_seed(run_settings.seed), style_sides=sides)
             if bar is not None:
                 ctx.on_tile = lambda done, total: bar.tile(ctx, done, total)
             try:

@@ -149,7 +149,7 @@ def bench(output: str | Path, *, quick: bool = False, device: str = "auto", meth
     todo = [(k, p) for k, p in plan.cells() if k not in results["cells"] and k.split("/")[1] not in results["skipped"]]
     started = time.perf_counter()
     try:
-        with progress_bar(disable=not progress) as bar:
+        with progress_bar(disable=not progress, unit="cell") as bar:
             task = bar.add_task("bench", total=len(todo))
             for cell_key, params in todo:
                 bar.update(task, description=cell_key)

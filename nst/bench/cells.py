@@ -206,7 +206,7 @@ class Bench:
     def grid(self, method: str, photo: str, style: str) -> dict:
         rec = Recorder(self.device)
         index = [str(p) for p in self.plan.grid_style_paths()].index(style)
-        options = {"johnson": {"style": index}} if method == "johnson" else None
+        options = {"johnson": {"style": str(index)}} if method == "johnson" else None
         if method == "stroke" and index > 0:
             return {"skipped": "a stroke network learns one style (the first); its grid row has that style only"}
         result = self._run(method, photo, [style], self.plan.grid_size, plugins=[rec], options=options)

@@ -39,15 +39,28 @@ def _cells(results: dict, prefix: str) -> list[dict]:
     return [v for k, v in results["cells"].items() if k.startswith(prefix) and "skipped" not in v and "error" not in v]
 
 
-def exponent(sizes: list[int], seconds: list[float], pixels: list[int] | None = None) -> float | None:
-    """The fitted exponent b of seconds ~ a · pixels^b (least squares in log-log), None under two sizes."""
-    px = pixels or [s * s for s in sizes]
-    if len(px) < 2:
-        return None
-    return float(np.polyfit(np.log(px), np.log(seconds), 1)[0])
+MIN_FIT_SIZES, MIN_R2 = 3, 0.95  # an exponent is reported only from this many sizes, and when the fit explains them
 
 
-def _plot_times(rows: list[dict], path: Path) -> dict[str, float | None]:
+def growth(pixels: list[int], seconds: list[float]) -> tuple[float | None, str]:
+    """How time grows with pixels: (b of seconds ~ a · pixels^b by least squares in log-log, or None, and the report's
+    text). An exponent needs MIN_FIT_SIZES sizes and an R² of MIN_R2; otherwise the text gives the measured ratio
+    (two sizes) or says why there is no fit, so fixed costs or noise never pass for a power law."""
+    if len(pixels) < 2:
+        return None, "–"
+    x, y = np.log(pixels), np.log(seconds)
+    ratio = f"×{seconds[-1] / seconds[0]:.2f} time for ×{pixels[-1] / pixels[0]:.0f} pixels"
+    if len(pixels) < MIN_FIT_SIZES:
+        return None, f"{ratio} ({len(pixels)} sizes: too few to fit an exponent)"
+    b, a = np.polyfit(x, y, 1)
+    residual, total = float(((y - (a + b * x)) ** 2).sum()), float(((y - y.mean()) ** 2).sum())
+    r2 = 1 - residual / total if total > 0 else 0.0
+    if r2 < MIN_R2:
+        return None, f"{ratio}; no power law (R² {r2:.2f} over {len(pixels)} sizes: noise or fixed costs dominate)"
+    return float(b), f"pixels^{b:.2f} (R² {r2:.3f} over {len(pixels)} sizes)"
+
+
+def _plot_times(rows: list[dict], path: Path) -> dict[str, str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -58,8 +71,8 @@ def _plot_times(rows: list[dict], path: Path) -> dict[str, float | None]:
     for method in dict.fromkeys(r["method"] for r in rows):
         sel = sorted((r for r in rows if r["method"] == method), key=lambda r: r["size"])
         px, sec = [r["size"] ** 2 for r in sel], [r["seconds"] for r in sel]
-        fits[method] = exponent([r["size"] for r in sel], sec, px)
-        label = method + (f" (∝ px^{fits[method]:.2f})" if fits[method] is not None else "")
+        b, fits[method] = growth(px, sec)
+        label = method + (f" (∝ px^{b:.2f})" if b is not None else "")
         ax.loglog(px, sec, "o-", label=label)
     ax.set_xlabel("pixels (size²)")
     ax.set_ylabel("seconds per image")
@@ -166,7 +179,7 @@ def build(results: dict, folder: Path) -> list[Block]:
         blocks.append(("table", ["method", "size px", "s / image", "torch forward ms", "s / step", "peak MB", "added MB"],
                        [[r["method"], r["size"], _fmt(r["seconds"]), _fmt(r.get("forward_ms")), _fmt(r["s_per_step"]),
                          _fmt(r["peak_mb"], 4), _fmt(r.get("added_mb"), 4)] for r in rows]))
-        blocks.append(("table", ["method", "cost grows as pixels^"], [[m, _fmt(b)] for m, b in fits.items()]))
+        blocks.append(("table", ["method", "how time grows with pixels"], [[m, text] for m, text in fits.items()]))
         blocks.append(("img", "plots/time.png", "time per image against pixels, log-log"))
 
     # 2. training

@@ -74,6 +74,14 @@ def _parser_message(exc, host) -> str:
     return text + (f" (see `{exc.ctx.command_path} --help`)" if getattr(exc, "ctx", None) else "")
 
 
+def _missing_arguments(ctx) -> str:
+    """The line for a command given without its arguments: what it needs and where the help is."""
+    needed = [p.name.upper() + ("..." if p.nargs == -1 else "") for p in ctx.command.params
+              if p.param_type_name == "argument"]
+    needed += [max(p.opts, key=len) for p in ctx.command.params if p.param_type_name == "option" and p.required]
+    return f"`{ctx.command_path}` needs {', '.join(needed) or 'arguments'} (see `{ctx.command_path} --help`)"
+
+
 def main() -> None:
     """Console entry point: maps every error to one line and an exit code."""
     try:
@@ -92,9 +100,11 @@ def main() -> None:
         code = app(standalone_mode=False, prog_name="nst")
     except KeyboardInterrupt:
         code = 130
-    except NoArgsIsHelpError as exc:  # `nst` or `nst run` alone: the help, as --help prints it
-        typer.echo(exc.ctx.get_help())
-        sys.exit(0)
+    except NoArgsIsHelpError as exc:
+        if exc.ctx.parent is None:  # `nst` alone: the list of commands, as --help prints it
+            typer.echo(exc.ctx.get_help())
+            sys.exit(0)
+        _fail(_missing_arguments(exc.ctx), 2)  # `nst info` alone: a usage error, as a missing argument is
     except ClickException as exc:  # the argument parser: bad value, missing option, unknown command
         _fail(_parser_message(exc, default_host()), 2)
     except NSTError as exc:

@@ -72,7 +72,7 @@ def run_many(images: list[Path], styles: list[Path], out_dir: Path, overwrite: b
                          "to replace them")
     out_dir.mkdir(parents=True, exist_ok=True)
     started, failed = time.perf_counter(), []
-    with progress_bar(disable=quiet, transient=True) as bar:
+    with progress_bar(disable=quiet, transient=True, unit="image") as bar:
         task = bar.add_task("stylising", total=len(images))
         for path, target in zip(images, targets):
             try:

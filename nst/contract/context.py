@@ -63,7 +63,9 @@ class RunContext:
     mode: "run" (`nst run` and the API: gatys, johnson, analogy and plugin methods) or "train"
     (`nst train`); settings: nst.Settings in runs, nst.TrainSettings in training;
     content: (1, 3, H, W) at the output size in runs, None in training (photos come per step in
-    `batch`); styles: [(1, 3, H_i, W_i)] as loaded (after colour preparation); style_weights: blend
+    `batch`); styles: [(1, 3, H_i, W_i)] as loaded (after colour preparation; in runs, a style over 2 ×
+    --size × --style-scale on its long side is shrunk to --size × --style-scale); style_sides: the long side
+    of each style image as read, before that (empty: as in styles); style_weights: blend
     weights summing to 1; options: {plugin: {key: value}} for the plugins taking part; guides: what
     nst_prepare hooks returned; summary: figures reported at the end (name -> value); scale: the current
     ScaleState while a gatys run optimises (None otherwise); batch: the current TrainBatch in training;
@@ -97,6 +99,7 @@ class RunContext:
     generator: torch.Generator | None = None
     on_tile: Callable[[int, int], None] | None = None
     plan: Any = None
+    style_sides: list[int] = field(default_factory=list)
     _encoder: Encoder | None = None
 
     def encoder(self) -> Encoder:

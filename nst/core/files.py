@@ -62,6 +62,19 @@ def check_writable(path: str | os.PathLike, make_folder: bool = False) -> Path:
     return path
 
 
+def input_file(path: str | os.PathLike, what: str = "file") -> Path:
+    """PATH, checked to be a file nst can open for reading: else one line saying which of 'no such file',
+    'is a folder' or 'not readable' it is (WHAT names the kind of file, e.g. "weights file")."""
+    path = Path(path)
+    if path.is_dir():
+        raise NSTError(f"{path}: is a folder, not a {what}")
+    if not path.is_file():
+        raise NSTError(f"{path}: no such {what}")
+    if not os.access(path, os.R_OK):
+        raise NSTError(f"{path}: {what} not readable (permission denied)")
+    return path
+
+
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     """Whether A and B name the same file: after resolving symlinks and '..', or as hard links."""
     if os.path.realpath(a) == os.path.realpath(b):

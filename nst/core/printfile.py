@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, PngImagePlugin
 
+from nst.core.files import input_file
 from nst.core.images import SAVE_FORMATS, resize, shrink_factor
 from nst.errors import NSTError
 
@@ -148,9 +149,7 @@ def check_depth(path: Path, bits: int) -> None:
 def read_record(path: str | Path) -> dict | None:
     """The run record embedded in an image written by nst (None when it has none); one NSTError for a file
     that is not an image."""
-    path = Path(path)
-    if not path.is_file():
-        raise NSTError(f"{path}: no such file")
+    path = input_file(path)
     if SAVE_FORMATS.get(path.suffix.lower()) == "TIFF" and _has_tifffile():
         import tifffile
 

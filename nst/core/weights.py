@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from nst.core.files import atomic_path
+from nst.core.files import atomic_path, input_file
 from nst.errors import NSTError
 
 StateDict = dict[str, torch.Tensor]
@@ -138,6 +138,7 @@ def read_tensors(path: Path) -> StateDict:
     """Tensors from a .safetensors file or a torch file loaded with weights_only=True."""
     import warnings
 
+    input_file(path, "weights file")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch warns about the pickle protocol of files it then refuses

@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException
 
 from nst.contract.failures import first_line
 from nst.serve.catalog import describe
+from nst.serve.estimate import Estimator
 from nst.serve.forms import Limits
 from nst.serve.jobs import JobStore, Worker
 from nst.serve.routes import ApiError, router
@@ -82,7 +83,7 @@ def create_app(data: str | Path, device: str = "auto", token: str | None = None,
                allowed_hosts: list[str] | None = None, preview_seconds: float = 0.25) -> FastAPI:
     """The studio app: jobs and settings kept in DATA, run on DEVICE through HOST (default: the installed
     plugins); TOKEN required on every API call when given; ALLOWED_HOSTS: Host header names accepted
-    (None: any). What the routes use is kept in app.state: store, worker, host, limits, catalog, static."""
+    (None: any). What the routes use is kept in app.state: store, worker, host, limits, catalog, static, estimator."""
     from nst.core.devices import pick_device
     from nst.host import default_host
 
@@ -103,6 +104,7 @@ def create_app(data: str | Path, device: str = "auto", token: str | None = None,
     app.state.store, app.state.worker, app.state.load_notes = store, worker, load_notes
     app.state.host, app.state.limits, app.state.static = host, limits, static_files()
     app.state.catalog = {**describe(host, {worker.recorder.name}), "limits": limits.describe(), "device": device}
+    app.state.estimator = Estimator(host, device, worker.busy)
     app.include_router(router)
     app.add_exception_handler(ApiError, lambda _request, exc: error_response(exc.status, exc.message))
     app.add_exception_handler(HTTPException, lambda _request, exc: error_response(exc.status_code, str(exc.detail)))

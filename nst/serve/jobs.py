@@ -21,6 +21,7 @@ from typing import Any
 
 from nst.contract.failures import first_line
 from nst.contract.hookspecs import hookimpl
+from nst.core.progress import Pace
 from nst.errors import NSTError
 from nst.serve.forms import JobRequest, cli_message
 
@@ -39,7 +40,8 @@ class Cancelled(NSTError):
 @dataclass
 class Job:
     """One job. history: [[step, {term: value}], ...]; inputs: file names in the job's folder (content
-    first, then styles); input_names: the uploads' display names."""
+    first, then styles); input_names: the uploads' display names; rate (steps/s) and left (seconds) as the
+    command line's progress shows them, None until known."""
 
     id: str
     request: JobRequest
@@ -49,6 +51,8 @@ class Job:
     status: str = "queued"
     step: int = 0
     total: int | None = None
+    rate: float | None = None
+    left: float | None = None
     losses: dict[str, float | None] = field(default_factory=dict)
     history: list = field(default_factory=list)
     error: str | None = None
@@ -61,6 +65,7 @@ class Job:
         self.preview_version = 0
         self.preview: bytes | None = None  # latest intermediate image, PNG, in memory only
         self.cancel = threading.Event()
+        self.pace = Pace()
 
     def record(self) -> dict[str, Any]:
         """What job.json keeps."""
@@ -167,6 +172,7 @@ class JobStore:
         """Record a step (in memory; job.json is written when the status changes)."""
         with self.lock:
             job.step, job.total = step, total
+            job.rate, job.left = job.pace.update(step, total)
             job.losses = {k: finite(v) for k, v in losses.items()}
             job.history.append([step, job.losses])
             if len(job.history) > HISTORY:
@@ -215,13 +221,15 @@ class ProgressRecorder:
 
 
 class Worker:
-    """Runs queued jobs one at a time on DEVICE in a thread of its own."""
+    """Runs queued jobs one at a time on DEVICE in a thread of its own; BUSY is held while a job runs (time
+    estimates never probe the device beside a job)."""
 
     def __init__(self, store: JobStore, host, device: str, preview_seconds: float = 0.25) -> None:
         self.store, self.host, self.device = store, host, device
         self.recorder = ProgressRecorder(store, preview_seconds)
         self.queue: deque[Job] = deque()
         self.wake = threading.Condition(store.lock)
+        self.busy = threading.Lock()
         self.stopping = False
         self.thread = threading.Thread(target=self._loop, name="nst-studio-worker", daemon=True)
 
@@ -296,8 +304,9 @@ class Worker:
             job.notes.append(message)
 
         try:
-            result = run(inputs[0], inputs[1:], output=folder / "result.png", host=self.host, note=note,
-                         device=self.device, **arguments)
+            with self.busy:
+                result = run(inputs[0], inputs[1:], output=folder / "result.png", host=self.host, note=note,
+                             device=self.device, **arguments)
         except Cancelled:
             job.status, job.error = ("error", INTERRUPTED) if self.stopping else ("cancelled", None)
             return

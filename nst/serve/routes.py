@@ -1,8 +1,9 @@
 """The page and the HTTP API of docs/http-api.md, as routes reading what they use from app.state (store,
-worker, host, limits, catalog, static; see nst.serve.app.create_app)."""
+worker, host, limits, catalog, static, estimator; see nst.serve.app.create_app)."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import time
 from pathlib import Path
@@ -12,7 +13,7 @@ from fastapi.responses import FileResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from nst.errors import NSTError
+from nst.errors import NSTError, UsageError
 from nst.serve.forms import Limits, NotAnImage, TooLarge, check_request, cli_message, display_name, store_image
 from nst.serve.jobs import FINISHED, ID, Job, JobStore
 
@@ -21,6 +22,7 @@ MEDIA = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=u
 PAGE_POLICY = ("default-src 'self'; img-src 'self' blob: data:; script-src 'self'; style-src 'self'; "
                "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
 FORM_KEYS = ("content", "style", "plugins", "set", "inputs_from")
+ESTIMATE_KEYS = ("width", "height", "styles")
 
 router = APIRouter()
 
@@ -57,6 +59,46 @@ async def static_file(name: str, request: Request) -> Response:
 @router.get("/api/plugins")
 async def plugins(request: Request) -> dict:
     return request.app.state.catalog
+
+
+@router.post("/api/estimate")
+async def estimate(request: Request) -> dict:
+    """The time a job with these fields would take on the server's device (the fields of POST /api/jobs without
+    files, plus the content's width and height and the number of styles)."""
+    state = request.app.state
+    form = await request.form(max_files=0, max_fields=200, max_part_size=1 << 16)
+    try:
+        fields = {k: str(v) for k, v in form.multi_items() if k not in FORM_KEYS + ESTIMATE_KEYS}
+        shape = [number_field(form, key, default, hi) for key, default, hi in
+                 (("width", 640, 1 << 16), ("height", 480, 1 << 16), ("styles", 1, state.limits.styles))]
+        job_request = await run_in_threadpool(check_request, fields, [str(p) for p in form.getlist("plugins")],
+                                              [str(s) for s in form.getlist("set")], shape[2], state.host)
+    except NSTError as exc:
+        raise ApiError(400, cli_message(exc)) from None
+    finally:
+        await form.close()
+    try:
+        return await run_in_threadpool(state.estimator.estimate, job_request, *shape)
+    except NSTError as exc:  # found only by planning, e.g. johnson without --model
+        raise ApiError(400, cli_message(exc)) from None
+
+
+@router.get("/api/defaults")
+async def defaults(request: Request) -> dict:
+    """The form's default job for this device (measured once, on the built-in example's shape)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(request.app.state.static["examples/content.jpg"])) as example:
+        width, height = example.size
+    return await run_in_threadpool(request.app.state.estimator.default_job, width, height)
+
+
+def number_field(form, key: str, default: int, hi: int) -> int:
+    """The whole number in form field KEY (DEFAULT when absent), between 0 and HI."""
+    text = str(form.get(key) or default).strip()
+    if not text.isdigit() or not 0 <= int(text) <= hi:
+        raise UsageError(f"{key}: expected a whole number between 0 and {hi}, got '{text[:40]}'")
+    return int(text)
 
 
 @router.get("/api/jobs")
@@ -186,9 +228,10 @@ async def cancel_job(job_id: str, request: Request) -> dict:
 
 
 def progress_event(job: Job) -> str:
-    """One server-sent event's data: status, step, total, losses, error, preview and result URLs."""
+    """One server-sent event's data: status, step, total, rate, time left, losses, error, preview and result URLs."""
     public = job.public(history=False)
-    return json.dumps({k: public[k] for k in ("id", "status", "step", "total", "losses", "error", "preview", "result")})
+    keys = ("id", "status", "step", "total", "rate", "left", "losses", "error", "preview", "result")
+    return json.dumps({k: public[k] for k in keys})
 
 
 async def read_form(request: Request, limits: Limits, waiting: int):

@@ -15,6 +15,7 @@ when the style image is resized to S px on its long side.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -167,6 +168,23 @@ def _map_term(ctx: RunContext, encoder, ratio: float, options: dict) -> LossTerm
                              s.style_weight)
 
 
+def _note_upsampling(ctx: RunContext, size: int) -> None:
+    """A note when stroke SIZE needs a style larger than the run holds: because the file is smaller (a larger file
+    is needed), or because the run shrank it (--style-scale keeps more of it)."""
+    held = min(max(img.shape[-2:]) for img in ctx.styles)
+    if size <= held:
+        return
+    read = min(ctx.style_sides or [held])
+    if read >= size:
+        scale = math.ceil(100 * size / ctx.settings.size) / 100
+        ctx.note(f"stroke size {size} px upsamples the style: the run keeps it at {held} px on its long side (styles "
+                 f"over 2 x --size x --style-scale are shrunk; the file is {read} px): blurry strokes; "
+                 f"--style-scale {scale:g} keeps {size} px")
+    else:
+        ctx.note(f"stroke size {size} px upsamples the style, whose file is {read} px on its long side: blurry "
+                 "strokes; use a larger style image or a smaller stroke.size")
+
+
 @hookimpl
 def nst_losses(ctx: RunContext, encoder, options):
     """A "style" term replacing the core one: the style at this step's / the requested stroke size."""
@@ -175,11 +193,8 @@ def nst_losses(ctx: RunContext, encoder, options):
     s = ctx.settings
     ratio = ctx.scale.size / s.size  # this coarse-to-fine scale relative to the output
     biggest = _largest(ctx, options)
-    have = min(max(img.shape[-2:]) for img in ctx.styles)
-    if ratio == 1 and biggest > have:
-        ctx.note(f"stroke size {biggest} px upsamples the style ({have} px on its long side here): blurry strokes; "
-                 "styles "
-                 "are kept up to 2 x --size x --style-scale, so raise --style-scale if the style file is larger")
+    if ratio == 1:
+        _note_upsampling(ctx, biggest)
     if "stroke.map" in ctx.guides:
         if s.style_loss != "gram":
             ctx.note(f"stroke.map uses masked Gram style terms, not --style-loss {s.style_loss}")

@@ -196,7 +196,7 @@ def text_effect(source: list[Path], styled: list[Path], output: Path, *, text: s
 
 def _progress(quiet: bool, total: int):
     """The progress bar (a disabled one when QUIET) and its advance() function."""
-    bar = progress_bar(disable=quiet)
+    bar = progress_bar(disable=quiet, unit="iteration")
     task = bar.add_task("text effect", total=total)
     return bar, lambda: bar.advance(task)
 

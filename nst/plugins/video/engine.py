@@ -295,7 +295,7 @@ def _stylise_frames(source, work: Path, plan: tuple, size, stylise, flow_fn, tem
 
     done, began = 0, time.perf_counter()
     try:
-        with progress_bar("{task.fields[rate]}", disable=not progress, transient=True) as bar:
+        with progress_bar("{task.fields[rate]}", disable=not progress, transient=True, unit="frame") as bar:
             task = bar.add_task("frames", total=max(total, finished() + 1), completed=finished(), rate="")
             for frame in frames:
                 if end is not None and index >= end:

