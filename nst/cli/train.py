@@ -47,7 +47,7 @@ def train(
                            options=parse_sets(set_ or []), resume=resume, overwrite=overwrite, config=config,
                            progress=not quiet, note=note_line, **settings)
     except FieldError as exc:
-        raise as_typed(exc, config_keys(config, settings), config) from None
+        raise as_typed(exc, config_keys(config, settings)) from None
     if result.model is not None:
         last = result.losses[-1] if result.losses else {}
         typer.echo(f"wrote {result.model} ({result.steps} steps, {result.seconds:.1f} s; final loss "

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 import typer
 
 from nst.contract.hookspecs import hookimpl
+from nst.core.files import check_input_file
 from nst.core.images import image_writer
 from nst.core.losses import guided_gram, guided_style_term, resize_masks
 from nst.core.weights import WeightSource, read_tensors
@@ -51,12 +52,11 @@ def read_label_map(path: Path, hw: tuple[int, int], note) -> LabelMap:
     """A colour-coded label map, resized (nearest) to HW, each pixel snapped to the nearest major colour."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
+    check_input_file(path, "a label map")
     try:
         with Image.open(path) as img:
             img = ImageOps.exif_transpose(img).convert("RGB")
-    except FileNotFoundError:
-        raise NSTError(f"{path}: mask file not found") from None
-    except (UnidentifiedImageError, OSError):
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
         raise NSTError(f"{path}: the mask is not an image") from None
     arr = np.asarray(img).reshape(-1, 3).astype(np.int32)
     colours, counts = np.unique(arr, axis=0, return_counts=True)
@@ -220,7 +220,8 @@ def nst_plugin_options(register) -> None:
              choices=("style", "error"))
     register("region_weights", list[float], None, "style weight per content region, comma-separated (default all 1)",
              min=0, max=1e6)
-    register("save_masks", Path, None, "folder for overlays of the regions (paired regions share a colour)")
+    register("save_masks", Path, None, "folder for overlays of the regions (paired regions share a colour)",
+             file="out")
 
 
 @hookimpl
@@ -241,7 +242,7 @@ def nst_prepare(ctx, options):
     if opts["save_masks"] is not None:
         names = ["content_regions.png"] + [f"style{j + 1}_regions.png" for j in range(len(ctx.styles))]
         for name in names:
-            ctx.outputs.reserve(opts["save_masks"] / name, make_folder=True)
+            ctx.outputs.reserve(opts["save_masks"] / name, make_folder=True, within=opts["save_masks"])
     hw = tuple(ctx.content.shape[-2:])
     style_paths = opts["style_mask"] or []
     if (opts["content_mask"] is None) != (not style_paths):

@@ -43,7 +43,7 @@ def run(ctx: RunContext) -> torch.Tensor:
     if save is not None:  # checked before any work: B and the NNF pictures appear with the result or not at all
         names = [OUTPUTS[k] for k in ("nnf_ab",) + (("b", "nnf_ba") if params.both_directions else ())]
         for name in names:
-            ctx.outputs.reserve(Path(save) / name, make_folder=True)
+            ctx.outputs.reserve(Path(save) / name, make_folder=True, within=save)
     a = ctx.content
     b_prime = normalise_aspect(a, resize_long_side(ctx.styles[0], ctx.settings.size), ctx.note)
     check_memory(BYTES_PER_PIXEL * (a[0, 0].numel() + b_prime[0, 0].numel()), f"an analogy at {ctx.settings.size} px",
@@ -92,7 +92,7 @@ def nst_plugin_options(register) -> None:
     register("both_directions", bool, True, "also reconstruct B (bidirectional constraint; off = about twice as fast)")
     register("photo", bool, False, "photo-realistic refinement (guided filter on A): for photo-to-photo colour "
                                    "transfer")
-    register("save", Path, None, "folder for B and the nearest-neighbour field pictures")
+    register("save", Path, None, "folder for B and the nearest-neighbour field pictures", file="out")
 
 
 @hookimpl
