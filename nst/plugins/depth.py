@@ -19,7 +19,7 @@ from nst.core.encoder import IMAGENET_MEAN, IMAGENET_STD
 from nst.core.images import image_writer
 from nst.core.losses import LossTerm
 from nst.core.weights import WeightSource, read_tensors
-from nst.errors import NSTError, UsageError
+from nst.errors import NSTError, UsageError, printable
 
 MODELS = ("midas-small",)
 MIDAS_SMALL_URL = "https://github.com/isl-org/MiDaS/releases/download/v2_1/midas_v21_small_256.pt"
@@ -229,4 +229,4 @@ def nst_register_commands(app) -> None:
             depth = net(load_image(image).to(dev))
         outputs.add(output, image_writer(colour_map(depth), output))
         outputs.commit()
-        typer.echo(f"wrote {output} ({depth.shape[-1]}x{depth.shape[-2]} depth map from {model})")
+        typer.echo(printable(f"wrote {output} ({depth.shape[-1]}x{depth.shape[-2]} depth map from {model})"))

@@ -21,7 +21,7 @@ from nst.core.files import check_input_file
 from nst.core.images import image_writer
 from nst.core.losses import guided_gram, guided_style_term, resize_masks
 from nst.core.weights import WeightSource, read_tensors
-from nst.errors import NSTError, UsageError
+from nst.errors import NSTError, UsageError, printable
 
 MAX_LABELS = 16
 MIN_SHARE = 0.02  # colours covering less of a label map than this are JPEG noise / antialiased edges
@@ -356,4 +356,4 @@ def nst_register_commands(app) -> None:
         lm = _segment(opts, img, pick_device("auto"), note_line)
         outputs.add(output, image_writer(Image.fromarray(lm.image(), "RGB"), output))
         outputs.commit()
-        typer.echo(f"wrote {output} ({len(lm.colours)} regions)")
+        typer.echo(printable(f"wrote {output} ({len(lm.colours)} regions)"))

@@ -119,6 +119,12 @@ def coerce(kind: Any, value: Any, field: str) -> Any:
     return _scalar(base, value, text, field)
 
 
+def number_text(value: float) -> str:
+    """VALUE as short as it reads back exactly: 1e+12, 0.5, 1.0000001 (never '1' for 1.0000001)."""
+    short = f"{value:g}"
+    return short if float(short) == value else repr(value)
+
+
 def check_range(field: str, value: Any, lo: float | None = None, hi: float | None = None) -> None:
     """FieldError unless VALUE is finite and LO <= VALUE <= HI (each element for lists; None bounds are open)."""
     for v in value if isinstance(value, list) else [value]:
@@ -127,9 +133,9 @@ def check_range(field: str, value: Any, lo: float | None = None, hi: float | Non
         if isinstance(v, float) and not math.isfinite(v):
             raise FieldError(field, f"must be a finite number, got {v}")
         if (lo is not None and v < lo) or (hi is not None and v > hi):
-            span = f"between {lo:g} and {hi:g}" if lo is not None and hi is not None else (
-                f"at least {lo:g}" if lo is not None else f"at most {hi:g}")
-            raise FieldError(field, f"must be {span}, got {v:g}")
+            span = f"between {number_text(lo)} and {number_text(hi)}" if lo is not None and hi is not None else (
+                f"at least {number_text(lo)}" if lo is not None else f"at most {number_text(hi)}")
+            raise FieldError(field, f"must be {span}, got {number_text(v)}")
 
 
 FILE_KINDS = ("in", "out")
