@@ -243,7 +243,7 @@ def test_batch_names_cannot_clash_and_are_reported(ws, run_cli, tmp_path, tiny_w
     model = ws["model"]
     code, stdout, err = run_cli("run", ws["photos"], "-o", out, "--method", "johnson", "--model", model, "--size", 32, "-q")
     assert code == 0, err
-    assert sorted(p.name for p in out.iterdir()) == ["a_jpg.png", "a_png.png", "b.png"]
+    assert sorted(p.name for p in out.iterdir()) == [".nst-written.jsonl", "a_jpg.png", "a_png.png", "b.png"]
     for src, dst in (("a.jpg", "a_jpg.png"), ("a.png", "a_png.png"), ("b.png", "b.png")):
         assert f"{ws['photos'] / src} -> {out / dst}" in stdout
     before = digest(out)
@@ -252,6 +252,11 @@ def test_batch_names_cannot_clash_and_are_reported(ws, run_cli, tmp_path, tiny_w
     code, _, err = run_cli("run", ws["photos"], "-o", out, "--method", "johnson", "--model", model, "--size", 32, "-q",
                            "--overwrite")
     assert code == 0, err
+    (out / "b.png").write_bytes(b"the user's own b.png")  # not what nst wrote: --overwrite leaves it alone
+    code, _, err = run_cli("run", ws["photos"], "-o", out, "--method", "johnson", "--model", model, "--size", 32, "-q",
+                           "--overwrite")
+    assert code == 2 and "was not written there by nst" in one_error_line(err)
+    assert (out / "b.png").read_bytes() == b"the user's own b.png"
 
 
 # --- training: checkpoints, curves and non-finite losses -------------------------------------------------------------

@@ -161,7 +161,7 @@ def test_sam_checkpoint_for_another_model_type_is_one_line(tmp_path):
 def test_save_masks_overlays_share_colours_for_pairs(scene, tiny_weights, tmp_path):
     out = tmp_path / "masks"
     run(scene, tiny_weights, save_masks=str(out))
-    assert sorted(p.name for p in out.iterdir()) == ["content_regions.png", "style1_regions.png"]
+    assert sorted(p.name for p in out.glob("*.png")) == ["content_regions.png", "style1_regions.png"]
 
 
 def test_masks_command_and_options(run_cli, scene, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import threading
 import time
 from pathlib import Path
 
@@ -144,27 +145,49 @@ def test_job_runs_to_the_result_nst_run_gives(studio, tiny_weights, tmp_path):
     assert np.abs(got - np.asarray(expected, dtype=np.int16)).max() <= 1  # the same run as the Python API's
 
 
-def test_progress_events_carry_steps_losses_and_changing_previews(studio):
-    with studio() as client:
-        job_id = submit(client, steps=30).json()["id"]
-        events = []
-        with client.stream("GET", f"/api/jobs/{job_id}/events") as stream:
-            assert stream.headers["content-type"].startswith("text/event-stream")
-            kind = None
-            for line in stream.iter_lines():
-                if line.startswith("event: "):
-                    kind = line[len("event: "):]
-                elif line.startswith("data: "):
-                    events.append((kind, json.loads(line[len("data: "):])))
-        assert events[-1][0] == "end" and events[-1][1]["status"] == "done"
-        steps = [e["step"] for k, e in events if k == "progress"]
-        assert steps == sorted(steps) and steps[-1] == 30
-        previews = {e["preview"] for _, e in events if e["preview"]}
-        assert len(previews) >= 2  # the preview changed while the job ran
-        assert all(e["losses"]["total"] > 0 for _, e in events if e["step"])
-        preview = client.get(next(iter(previews)))
-        assert preview.status_code == 200
-        assert Image.open(io.BytesIO(preview.content)).size == (64, 48)
+class Pacer:
+    """Holds a job at its second step until the test has received a progress event with a preview, so a preview of
+    a step before the last is always seen, however slowly the event stream is served (no timing assumption)."""
+
+    name = "pacer"
+
+    def __init__(self) -> None:
+        self.seen = threading.Event()
+
+    @nst.hookimpl
+    def nst_on_step(self, step):
+        if step == 2:
+            self.seen.wait(timeout=120)
+
+
+def test_progress_events_carry_steps_losses_and_changing_previews(studio, host):
+    pacer = Pacer()
+    host.register(pacer)
+    try:
+        with studio() as client:
+            job_id = submit(client, steps=30, plugins="pacer").json()["id"]
+            events = []
+            with client.stream("GET", f"/api/jobs/{job_id}/events") as stream:
+                assert stream.headers["content-type"].startswith("text/event-stream")
+                kind = None
+                for line in stream.iter_lines():
+                    if line.startswith("event: "):
+                        kind = line[len("event: "):]
+                    elif line.startswith("data: "):
+                        events.append((kind, json.loads(line[len("data: "):])))
+                        if kind == "progress" and events[-1][1]["preview"]:
+                            pacer.seen.set()
+            assert events[-1][0] == "end" and events[-1][1]["status"] == "done"
+            steps = [e["step"] for k, e in events if k == "progress"]
+            assert steps == sorted(steps) and steps[-1] == 30
+            previews = {e["preview"] for _, e in events if e["preview"]}
+            assert len(previews) >= 2  # the preview changed while the job ran
+            assert all(e["losses"]["total"] > 0 for _, e in events if e["step"])
+            preview = client.get(next(iter(previews)))
+            assert preview.status_code == 200
+            assert Image.open(io.BytesIO(preview.content)).size == (64, 48)
+    finally:
+        host.unregister(pacer.name)
 
 
 def test_cancel_running_and_queued_jobs(studio):

@@ -54,7 +54,7 @@ def run_many(images: list[Path], styles: list[Path], out_dir: Path, quiet: bool,
 
     from nst.api import run as run_api
     from nst.api.arguments import input_paths
-    from nst.core.files import Manifest, Outputs
+    from nst.core.files import Manifest, Outputs, check_replace
     from nst.core.progress import progress_bar
 
     if out_dir.exists() and not out_dir.is_dir():
@@ -63,14 +63,16 @@ def run_many(images: list[Path], styles: list[Path], out_dir: Path, quiet: bool,
         raise UsageError(f"{out_dir}: with several inputs, -o must be a folder (it does not exist; give a name without "
                          "a suffix)")
     targets = [out_dir / n for n in output_names(images)]
+    shared = input_paths(styles, call.get("model"), call.get("weights"))  # what every image's run reads
+    plan = Outputs([*input_paths(images), *shared])
+    for target in targets:
+        plan.reserve(target, make_folder=True)
     existing = [t for t in targets if t.exists()]
     if existing and not call["overwrite"]:
         raise UsageError(f"{len(existing)} result(s) already exist in {out_dir} (e.g. {existing[0].name}); add "
                          "--overwrite to replace them")
-    shared = input_paths(styles, call.get("model"), call.get("weights"))  # what every image's run reads
-    plan = Outputs([*input_paths(images), *shared], call["overwrite"])
-    for target in targets:
-        plan.reserve(target, make_folder=True, within=out_dir)
+    for target in existing:
+        check_replace(target, out_dir, True)  # only results nst wrote there, unchanged since
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = Manifest(out_dir)
     started, failed = time.perf_counter(), []
