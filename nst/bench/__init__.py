@@ -111,6 +111,7 @@ def bench(output: str | Path, *, quick: bool = False, device: str = "auto", meth
         if given is not None and inside(given, folder):
             raise UsageError(f"{flag}: {given} is inside the report folder {folder}; keep the images elsewhere")
     results_path = folder / "results.json"
+    Manifest(folder).check()
     strangers = [p for p in Manifest(folder).strangers() if p != results_path and p.name not in CLUTTER] \
         if folder.is_dir() else []
     if strangers:

@@ -71,8 +71,8 @@ def run_many(images: list[Path], styles: list[Path], out_dir: Path, quiet: bool,
     if existing and not call["overwrite"]:
         raise UsageError(f"{len(existing)} result(s) already exist in {out_dir} (e.g. {existing[0].name}); add "
                          "--overwrite to replace them")
-    for target in existing:
-        check_replace(target, out_dir, True)  # only results nst wrote there, unchanged since
+    for target in targets:
+        check_replace(target, out_dir, True)  # replaced: only results nst wrote there, unchanged since
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = Manifest(out_dir)
     started, failed = time.perf_counter(), []

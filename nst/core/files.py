@@ -112,6 +112,14 @@ class Manifest:
         self.folder = Path(folder)
         self.path = self.folder / MANIFEST
 
+    def check(self) -> Manifest:
+        """Itself, once it is sure the manifest's name holds a manifest or nothing (checked before any work: a link
+        there would make nst append to another file)."""
+        if self.path.is_symlink() or (self.path.exists() and not self.path.is_file()):
+            raise UsageError(f"{self.path}: nst keeps its list of the files it wrote in {self.folder} under this name, "
+                             "and this is not such a list; move it away")
+        return self
+
     def entries(self) -> dict[str, str]:
         """{relative path: sha256} of the files nst wrote here (valid lines only)."""
         try:
@@ -200,12 +208,14 @@ class Manifest:
 
 def check_replace(path: Path, within: Path, overwrite: bool) -> None:
     """The overwrite rule for PATH, a name nst chose in the folder WITHIN that the user gave: an existing file there
-    is replaced only with OVERWRITE, and only when nst wrote it (WITHIN's manifest) and nobody changed it since."""
+    is replaced only with OVERWRITE, and only when nst wrote it (WITHIN's manifest) and nobody changed it since.
+    Checked before any work, with the manifest's own name (a link there would make nst write elsewhere)."""
+    manifest = Manifest(within).check()
     if not (path.exists() or path.is_symlink()):
         return
     if not overwrite:
         raise UsageError(f"{path} exists; add --overwrite to replace it")
-    if not Manifest(within).owns(path):
+    if not manifest.owns(path):
         raise UsageError(f"{path} exists and was not written there by nst (or was changed since), so --overwrite "
                          "leaves it alone; move it away or choose another folder")
 

@@ -120,7 +120,9 @@ def coerce(kind: Any, value: Any, field: str) -> Any:
 
 
 def number_text(value: float) -> str:
-    """VALUE as short as it reads back exactly: 1e+12, 0.5, 1.0000001 (never '1' for 1.0000001)."""
+    """VALUE as short as it reads back exactly: 1000000 (an int), 1e+12, 0.5, 1.0000001 (never '1' for 1.0000001)."""
+    if isinstance(value, int):
+        return str(value)
     short = f"{value:g}"
     return short if float(short) == value else repr(value)
 

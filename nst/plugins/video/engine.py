@@ -101,6 +101,7 @@ def _check_paths(source: io.FrameSource, output: Path, kind: str, inputs: list, 
     for path in plan.inputs:
         if same_file(output, path.parent):
             raise UsageError(f"{output}: holds an input of this command ({path}); choose another output folder")
+    Manifest(output).check()
     for existing in sorted(output.glob("frame_*.png")) if output.is_dir() else []:  # nst's names in the user's folder
         plan.reserve(existing, within=output)
 
@@ -116,6 +117,7 @@ def _prepare_work(work: Path, manifest: dict, resume: bool, overwrite: bool) -> 
     if work.exists() and not work.is_dir():
         raise NSTError(f"{work}: is a file, but nst keeps the frames of this output there; move it away")
     if work.is_dir():
+        Manifest(work).check()
         if resume:
             try:
                 before = json.loads((work / MANIFEST).read_text())
