@@ -169,3 +169,22 @@ def test_method_analogy_takes_one_appearance_image(run_cli, pair, tiny_weights, 
     code, _, err = run_cli("run", pair[0], pair[1], pair[1], "--method", "analogy", "-o", tmp_path / "x.png",
                            "--weights", tiny_weights, "--size", 48, "-q")
     assert code == 2 and "exactly one appearance image" in one_error_line(err)
+
+
+@pytest.mark.parametrize("hw", [(13, 96), (24, 96), (40, 20), (30, 30), (3, 200)])
+def test_the_size_a_too_small_image_is_told_to_use_is_the_smallest_that_works(hw):
+    """The message names the size that works for this image's aspect (not one computed from the wrong side)."""
+    import re
+
+    from nst.core.images import resize_long_side
+    from nst.plugins.analogy.engine import check_size
+
+    def at(side: int) -> tuple[int, int]:
+        return tuple(resize_long_side(torch.zeros(1, 1, *hw), side).shape[-2:])
+
+    with pytest.raises(UsageError) as info:
+        check_size(hw, ("relu5_1",), (3,), "A")
+    need = int(re.search(r"use a size of at least (\d+)", str(info.value)).group(1))
+    check_size(at(need), ("relu5_1",), (3,), "A")  # fits
+    with pytest.raises(UsageError):
+        check_size(at(need - 1), ("relu5_1",), (3,), "A")

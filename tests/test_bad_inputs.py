@@ -27,7 +27,7 @@ from nst.core.johnson import TransformerNet, save_model
 from nst.host import PluginHost
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import gradient_image, one_error_line, stripes_image  # noqa: E402
+from conftest import error_after_notes, gradient_image, one_error_line, stripes_image  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -374,8 +374,7 @@ def test_recorded_paths_are_used_as_written_never_as_patterns(ws, run_cli, tmp_p
                         [], {})
     crafted = record_image(tmp_path / "glob.png", record)
     code, _, err = run_cli("run", "--config-from", crafted, "-o", tmp_path / "out.png", "-q", "--recorded-files")
-    errors = [line for line in err.splitlines() if not line.startswith("note: ")]
-    assert code == 1 and errors == [f"error: {ws['photos'] / '[ab].png'}: no such file"], err
+    assert code == 1 and error_after_notes(err) == f"error: {ws['photos'] / '[ab].png'}: no such file"
     assert not (tmp_path / "out.png").exists()
     code, out, _ = run_cli("info", crafted)
     assert code == 0 and f"content: {ws['photos'] / '[ab].png'}" in out
@@ -593,6 +592,24 @@ def test_interrupted_training_keeps_the_old_model_curves_and_a_checkpoint_is_not
         nst.train(ws["style"], ws["photos"], model, steps=6, resume=True, **train_kw)
     result = nst.train(ws["style"], ws["photos"], model, steps=6, resume=True, plugins=[StopAt(interrupt=3)], **train_kw)
     assert result.steps == 6 and not ckpt.exists() and curves[0].read_text().startswith("step,")
+
+
+def test_ctrl_c_while_the_first_checkpoint_is_drawn_ends_as_ctrl_c(ws, tmp_path, run_cli, monkeypatch):
+    import nst.api.curves as curves
+
+    calls = []
+
+    def interrupted(*_args):  # Ctrl-C arrives while matplotlib draws the checkpoint's curves, which leaves it broken
+        calls.append(1)
+        raise KeyboardInterrupt if len(calls) == 1 else RuntimeError("a plot interrupted before")
+
+    monkeypatch.setattr(curves, "write_plot", interrupted)
+    model = tmp_path / "m.safetensors"
+    code, _, err = run_cli("train", ws["style"], "--data", ws["photos"], "-o", model, "--weights", ws["weights"], "--size", 32,
+                           "--batch-size", 2, "--width", 8, "--blocks", 1, "--workers", 0, "--device", "cpu", "--steps", 6,
+                           "--checkpoint-every", 2, "-q")
+    assert code == 130 and error_after_notes(err) == "error: interrupted"
+    assert torch.load(tmp_path / "m.safetensors.ckpt", weights_only=True)["step"] == 2 and not model.exists()
 
 
 def test_overwrite_starts_over(ws, tmp_path, train_kw):

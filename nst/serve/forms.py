@@ -8,6 +8,7 @@ options of a file type are refused, and uploads are stored under names the serve
 from __future__ import annotations
 
 import io
+import math
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -125,7 +126,8 @@ def display_name(filename: str | None, fallback: str) -> str:
 def over(size: float, limit: float, what: str = "limit", unit: str = "MB") -> str:
     """'30.5 MB is over the studio's upload limit of 25.0 MB' (WHAT: 'upload limit'), with as many decimals as it
     takes for the two figures to differ (one byte over is not '25.0 MB is over ... 25.0 MB'). UNIT: MB or Mpx."""
-    digits = next((d for d in range(1, 7) if f"{size / 1e6:.{d}f}" != f"{limit / 1e6:.{d}f}"), 6)
+    first = max(1, -math.floor(math.log10(limit / 1e6))) if limit > 0 else 1  # the limit's first figure shows
+    digits = next((d for d in range(first, 7) if f"{size / 1e6:.{d}f}" != f"{limit / 1e6:.{d}f}"), 6)
     return f"{size / 1e6:.{digits}f} {unit} is over the studio's {what} of {limit / 1e6:.{digits}f} {unit}"
 
 
@@ -150,7 +152,9 @@ def store_image(data: bytes, name: str, folder: Path, stem: str, limits: Limits,
         pixels = re.search(r"\((\d+) pixels\)", str(exc))
         raise TooLarge(f"{name}: image of {over(int(pixels.group(1)) if pixels else 1e12, limits.pixels, unit='Mpx')}") \
             from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        if too_large(str(exc)):  # Pillow's own limits: text chunks that decompress beyond them
+            raise TooLarge(f"{name}: {str(exc)[:80]}, over Pillow's limit for images it reads") from None
         raise NotAnImage(f"{name}: not an image file (or a format Pillow cannot read)") from None
     if w * h > limits.pixels:
         raise TooLarge(f"{name}: image is {w}x{h} ({over(w * h, limits.pixels, unit='Mpx')})")
@@ -161,6 +165,10 @@ def store_image(data: bytes, name: str, folder: Path, stem: str, limits: Limits,
     except NSTError as exc:
         path.unlink(missing_ok=True)
         message = str(exc).replace(str(path), name).replace(path.name, name)
-        too_large = any(word in message.lower() for word in ("limit", "too large", "too much memory"))
-        raise (TooLarge if too_large else UsageError)(message) from None
+        raise (TooLarge if too_large(message) else UsageError)(message) from None
     return path.name
+
+
+def too_large(message: str) -> bool:
+    """Whether an image reader's MESSAGE says the image is over a limit (nst's or Pillow's)."""
+    return any(word in message.lower() for word in ("limit", "too large", "too much memory"))
