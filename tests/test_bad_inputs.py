@@ -658,6 +658,43 @@ def test_a_failed_write_leaves_no_output_of_the_set(ws, run_cli, tmp_path, monke
     assert not out.exists()  # the files renamed before the failure were taken back, the folder it made removed
 
 
+def test_an_output_that_cannot_be_replaced_stays_and_leaves_no_part_file(ws, run_cli, tmp_path, monkeypatch):
+    import nst.core.files as files
+
+    out = tmp_path / "o.png"
+    out.write_bytes(b"the earlier result")
+    real = os.replace
+
+    def replace(src, dst):
+        if Path(src) == out:  # moving the existing file aside fails (another owner's file in a sticky folder, say)
+            raise PermissionError(1, "Operation not permitted")
+        return real(src, dst)
+
+    monkeypatch.setattr(files.os, "replace", replace)
+    code, _, err = run_cli("run", ws["content"], ws["style"], "-o", out, *[a.format(**ws) for a in RUN])
+    assert code == 1 and "Operation not permitted" in one_error_line(err)
+    assert out.read_bytes() == b"the earlier result" and sorted(p.name for p in tmp_path.iterdir()) == ["o.png"]
+
+
+def test_a_broken_model_stops_a_folder_run_at_once(ws, run_cli, tmp_path):
+    data = ws["model"].read_bytes()
+    truncated = tmp_path / "cut.safetensors"
+    truncated.write_bytes(data[: len(data) // 2])
+    code, out, err = run_cli("run", ws["photos"], "-o", tmp_path / "styled", "--method", "johnson", "--model", truncated,
+                             "-q")
+    assert code == 1 and "cut.safetensors: not an nst model file" in one_error_line(err)  # one line, not one per image
+    assert "wrote" not in out and not list((tmp_path / "styled").glob("*.png"))
+
+
+def test_a_damaged_colour_profile_is_left_out_with_a_note(ws, run_cli, tmp_path):
+    content = tmp_path / "icc.png"
+    Image.open(ws["content"]).save(content, icc_profile=os.urandom(600))
+    out = tmp_path / "o.png"
+    code, _, err = run_cli("run", content, ws["style"], "-o", out, *[a.format(**ws) for a in RUN])
+    assert code == 0 and "icc.png: its embedded colour profile is not a valid ICC profile" in err, err
+    assert "icc_profile" not in Image.open(out).info
+
+
 def test_export_without_onnx_says_how_to_install(ws, run_cli, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnx", None)  # as if it were not installed
     code, _, err = run_cli("export", ws["model"], "--onnx", tmp_path / "m.onnx")

@@ -237,10 +237,12 @@ async def store_inputs(uploads, source: Job | None, folder: Path, store: JobStor
                 raise ApiError(400, str(exc)) from None
             shown.append(name)
         else:
-            original = source.inputs[index]
-            names.append(stem + Path(original).suffix)
+            original = store.folder(source.id) / source.inputs[index]
+            names.append(stem + original.suffix)
             try:
-                shutil.copyfile(store.folder(source.id) / original, folder / names[-1])
+                if original.is_symlink():  # a job folder is read back: only its own files are copied
+                    raise FileNotFoundError(2, "not a file of the job")
+                shutil.copyfile(original, folder / names[-1])
             except OSError as exc:
                 raise ApiError(404, f"inputs_from: the inputs of job {source.id} cannot be read ({exc.strerror})") from None
             shown.append(source.input_names[index])
