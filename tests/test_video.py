@@ -202,11 +202,16 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(clip, tiny_mod
     assert all(np.array_equal(x, y) for x, y in zip(a, b)) and len(a) == len(b) == 8
 
 
+def shots(folder: Path, frames: int) -> Path:
+    """FOLDER holding FRAMES views as s00.png, s01.png, ..."""
+    folder.mkdir()
+    for i, frame in enumerate(views(frames=frames)):
+        Image.fromarray(frame).save(folder / f"s{i:02d}.png")
+    return folder
+
+
 def test_frames_folder_in_and_out(tmp_path, tiny_model, run_cli):
-    src = tmp_path / "shots"
-    src.mkdir()
-    for i, frame in enumerate(views(frames=4)):
-        Image.fromarray(frame).save(src / f"s{i:02d}.png")
+    src = shots(tmp_path / "shots", 4)
     out = tmp_path / "styled"
     code, stdout, err = run_cli("video", str(src / "*.png"), "-o", out, "--method", "johnson", "--model", tiny_model,
                                 "--fps", "30", "-q")
@@ -375,10 +380,7 @@ def test_a_work_folder_and_a_video_read_back_are_checked(clip, tiny_model, tmp_p
 
 
 def test_a_frames_folder_replaces_only_frames_nst_wrote(tmp_path, tiny_model, run_cli):
-    src = tmp_path / "shots"
-    src.mkdir()
-    for i, frame in enumerate(views(frames=3)):
-        Image.fromarray(frame).save(src / f"s{i}.png")
+    src = shots(tmp_path / "shots", 3)
     out = tmp_path / "styled"
     out.mkdir()
     (out / "frame_000001.png").write_bytes(b"the user's frame")

@@ -54,7 +54,7 @@ def run_many(images: list[Path], styles: list[Path], out_dir: Path, quiet: bool,
 
     from nst.api import run as run_api
     from nst.api.arguments import input_paths
-    from nst.core.files import Manifest, Outputs, check_replace
+    from nst.core.files import Manifest, Outputs, check_replace, same_file
     from nst.core.progress import progress_bar
 
     if out_dir.exists() and not out_dir.is_dir():
@@ -62,6 +62,9 @@ def run_many(images: list[Path], styles: list[Path], out_dir: Path, quiet: bool,
     if not out_dir.exists() and out_dir.suffix:
         raise UsageError(f"{out_dir}: with several inputs, -o must be a folder (it does not exist; give a name without "
                          "a suffix)")
+    holding = next((p for p in images if same_file(out_dir, p.parent)), None)
+    if holding is not None:  # a folder given as an input is never written into (a second run would read the results)
+        raise UsageError(f"{out_dir}: is the folder of the input {holding.name}; choose another output folder")
     targets = [out_dir / n for n in output_names(images)]
     shared = input_paths(styles, call.get("model"), call.get("weights"))  # what every image's run reads
     plan = Outputs([*input_paths(images), *shared])
