@@ -19,18 +19,19 @@ def repeat(source: Path, inputs: list[Path], call: dict[str, Any], confirmed: bo
     (INPUTS, or the recorded ones when CONFIRMED: --recorded-files) and the settings taken from the record."""
     from nst.host import default_host
     from nst.runtime.run_record import replay
+    from nst.settings import Settings
     from nst.settings.configfile import read_config
+    from nst.settings.declare import declared
 
     found = replay(source, default_host())
-    given = dict(call)
-    if call["config"] is not None:
+    given = {key for key in call if key in declared(Settings)}  # the settings flags given now
+    if call["config"] is not None:  # and the config file's: both win over the record
         values, plugins, sets = read_config(call["config"])
-        given.update(values)
+        given |= {key.replace("-", "_") for key in values}
         call["plugins"] = list(dict.fromkeys([*plugins, *call["plugins"]]))
         for plugin, options in sets.items():
             call["options"].setdefault(plugin, {}).update({k: v for k, v in options.items()
                                                            if k not in call["options"][plugin]})
-    given = {key.replace("-", "_") for key in given}
     replayed = {k: v for k, v in found.settings.items() if k not in given}
     call.update(replayed)
     for plugin, values in found.options.items():
@@ -41,7 +42,7 @@ def repeat(source: Path, inputs: list[Path], call: dict[str, Any], confirmed: bo
     files = {name: value for name, value in found.held.items() if not _given(name, found.where[name], given, call)}
     recorded_inputs = [record.content, *record.styles]
     if not inputs:
-        if not all(isinstance(p, str) for p in recorded_inputs) or not recorded_inputs:
+        if not all(isinstance(p, str) for p in recorded_inputs):
             raise UsageError(f"{source}: its run did not read its inputs from files; give CONTENT and STYLE images")
         files = {"CONTENT": record.content, **{f"STYLE {i + 1}": s for i, s in enumerate(record.styles)}, **files}
     if files and not confirmed:
