@@ -1,5 +1,9 @@
-"""What reaches users: NSTError / UsageError as a single `error: ...` line, and `note: ...` lines."""
+"""What reaches users: NSTError / UsageError as a single `error: ...` line, and `note: ...` lines, with any
+control character escaped (text read from files, such as a path recorded in an image, reaches the terminal
+only as printable text)."""
 import sys
+
+BIDI = set("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")  # reorder what follows
 
 
 class NSTError(Exception):
@@ -23,6 +27,21 @@ class FieldError(UsageError):
         return FieldError(name, self.problem)
 
 
+def printable(text: object) -> str:
+    """TEXT with every control character (C0, DEL, C1, bidirectional overrides, undecodable bytes of a file
+    name) written as an escape such as \\x1b, so a terminal shows it and never obeys it."""
+    out = []
+    for ch in str(text):
+        code = ord(ch)
+        if code < 0x20 or 0x7F <= code < 0xA0:
+            out.append(f"\\x{code:02x}")
+        elif ch in BIDI or 0xD800 <= code < 0xE000:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
 def note_line(message: str) -> None:
     """The one way nst tells the user something on the side: `note: MESSAGE` on stderr."""
-    print(f"note: {message}", file=sys.stderr, flush=True)
+    print(f"note: {printable(message)}", file=sys.stderr, flush=True)

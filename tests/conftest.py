@@ -155,3 +155,11 @@ def one_error_line(err: str) -> str:
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     assert "Traceback" not in err
     return lines[0]
+
+
+def error_after_notes(err: str) -> str:
+    """Assert ERR is `note: ...` lines, then exactly one `error: ...` line, with no traceback; return that line."""
+    lines = [l for l in err.strip().splitlines() if l.strip()]
+    assert lines and lines[-1].startswith("error: ") and all(l.startswith("note: ") for l in lines[:-1]), err
+    assert "Traceback" not in err
+    return lines[-1]

@@ -119,9 +119,12 @@ def test_nst_analogy_writes_a_prime_b_and_both_fields(run_cli, pair, tiny_weight
                                 "--pm-iters", 2, "--deconv-steps", 3, "-q")
     assert code == 0, err
     files = sorted(p.name for p in out.iterdir())
-    assert files == ["A_prime.png", "B.png", "nnf_A_to_B.png", "nnf_B_to_A.png"]
+    assert files == [".nst-written.jsonl", "A_prime.png", "B.png", "nnf_A_to_B.png", "nnf_B_to_A.png"]
     assert Image.open(out / "A_prime.png").size == (48, 40) and Image.open(out / "B.png").size == (40, 48)
     assert "A_prime.png" in stdout
+    before = (out / "A_prime.png").read_bytes()
+    code, _, err = run_cli("analogy", *pair, "-o", out, "--size", 32, "--weights", tiny_weights, "-q")
+    assert code == 2 and "--overwrite" in one_error_line(err) and (out / "A_prime.png").read_bytes() == before
 
 
 def test_nst_analogy_one_direction_and_photo(run_cli, pair, tiny_weights, tmp_path):
@@ -129,7 +132,7 @@ def test_nst_analogy_one_direction_and_photo(run_cli, pair, tiny_weights, tmp_pa
     code, _, err = run_cli("analogy", *pair, "-o", out, "--size", 48, "--weights", tiny_weights, "--one-direction",
                            "--photo", "--pm-iters", 1, "--deconv-steps", 0, "-q")
     assert code == 0, err
-    assert sorted(p.name for p in out.iterdir()) == ["A_prime.png", "nnf_A_to_B.png"]
+    assert sorted(p.name for p in out.iterdir()) == [".nst-written.jsonl", "A_prime.png", "nnf_A_to_B.png"]
 
 
 def test_method_analogy_through_nst_run_with_snapshots_per_layer(run_cli, pair, tiny_weights, tmp_path):
@@ -166,3 +169,22 @@ def test_method_analogy_takes_one_appearance_image(run_cli, pair, tiny_weights, 
     code, _, err = run_cli("run", pair[0], pair[1], pair[1], "--method", "analogy", "-o", tmp_path / "x.png",
                            "--weights", tiny_weights, "--size", 48, "-q")
     assert code == 2 and "exactly one appearance image" in one_error_line(err)
+
+
+@pytest.mark.parametrize("hw", [(13, 96), (24, 96), (40, 20), (30, 30), (3, 200)])
+def test_the_size_a_too_small_image_is_told_to_use_is_the_smallest_that_works(hw):
+    """The message names the size that works for this image's aspect (not one computed from the wrong side)."""
+    import re
+
+    from nst.core.images import resize_long_side
+    from nst.plugins.analogy.engine import check_size
+
+    def at(side: int) -> tuple[int, int]:
+        return tuple(resize_long_side(torch.zeros(1, 1, *hw), side).shape[-2:])
+
+    with pytest.raises(UsageError) as info:
+        check_size(hw, ("relu5_1",), (3,), "A")
+    need = int(re.search(r"use a size of at least (\d+)", str(info.value)).group(1))
+    check_size(at(need), ("relu5_1",), (3,), "A")  # fits
+    with pytest.raises(UsageError):
+        check_size(at(need - 1), ("relu5_1",), (3,), "A")

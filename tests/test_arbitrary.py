@@ -192,6 +192,16 @@ def test_cli_writes_a_full_resolution_result(run_cli, files, tmp_path):
     assert Image.open(out).size == (200, 133) and "wrote" in stdout
 
 
+@pytest.mark.parametrize("base, fragment", [("1", "1 px would lay the strokes out at 1x1, under the 16 px minimum"),
+                                            ("20", "20 px would lay the strokes out at 20x13")])
+def test_a_base_size_too_small_is_one_line_before_any_work(run_cli, files, tmp_path, base, fragment):
+    out = tmp_path / "o.png"
+    code, _, err = run_cli("run", files["content"], files["stripes"], "--method", "arbitrary", "-o", out, "--size", 64,
+                           "--set", f"arbitrary.base_size={base}", "-q")
+    assert code == 2 and f"arbitrary.base_size: {fragment}" in one_error_line(err) and "use 0 (one pass)" in err
+    assert not out.exists()
+
+
 def test_blending_styles_interpolates(files):
     a, b = stylise(files, "stripes"), stylise(files, "red")
     mixed = stylise(files, "stripes", "red", style_blend=[0.5, 0.5])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -26,7 +27,7 @@ from nst.core.johnson import TransformerNet, save_model
 from nst.host import PluginHost
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import gradient_image, one_error_line, stripes_image  # noqa: E402
+from conftest import error_after_notes, gradient_image, one_error_line, stripes_image  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -93,7 +94,55 @@ def ws(tmp_path_factory, tiny_weights):
                        "host.toml": 'host = "x"\n', "plugstr.toml": 'plugins = "depth"\n', "table.toml": "[depth]\nweight = 1\n",
                        "text.toml": 'size = "64"\n'}.items():
         (root / name).write_text(text)
+    w.update(crafted_records(root, tiny_weights, w["content"], w["style"]))
     return w
+
+
+def record_image(path: Path, record) -> Path:
+    """A PNG carrying RECORD (any JSON value) where nst keeps a run record."""
+    import json
+
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("nst", record if isinstance(record, str) else json.dumps({"nst": record}))
+    gradient_image(40, 30, seed=5).save(path, pnginfo=info)
+    return path
+
+
+def crafted_records(root: Path, weights: Path, content: Path, style: Path) -> dict[str, Path]:
+    """Images whose embedded run record a hostile user crafted: {name: path}. Each starts from a real record."""
+    from nst.runtime.run_record import run_record
+    from nst.settings import make_settings
+
+    def made(**settings):
+        values = {"size": 32, "steps": 1, "weights": str(weights), "device": "cpu", **settings}
+        return run_record(make_settings(values), content, [style], [], {})
+
+    def edited(change):
+        record = made()
+        change(record)
+        return record
+
+    records = {
+        "rec_plain": made(weights="vgg19"),
+        "rec_output": edited(lambda r: r["settings"].update(output="x.png")),
+        "rec_host": edited(lambda r: r["settings"].update(host="y")),
+        "rec_plugstr": edited(lambda r: r.update(plugins="semantic")),
+        "rec_steps": edited(lambda r: r["settings"].update(steps=10 ** 9)),
+        "rec_text": edited(lambda r: r["settings"].update(size="64")),
+        "rec_list": edited(lambda r: r["settings"].update(size=[[1]])),
+        "rec_opts": edited(lambda r: r.update(plugins=["semantic"], options={"semantic": "regions=4"})),
+        "rec_optval": edited(lambda r: r.update(plugins=["semantic"], options={"semantic": {"regions": "many"}})),
+        "rec_plugin": edited(lambda r: r.update(plugins=["nope"])),
+        "rec_notdict": edited(lambda r: r.update(settings=[1, 2])),
+        "rec_paths": edited(lambda r: r.update(plugins=["semantic"], options={"semantic": {
+            "content_mask": str(root / "photos" / "a.png"), "style_mask": [str(root / "photos" / "b.png")]}})),
+        "rec_escape": edited(lambda r: r.update(content=f"{root}/\x1b[2J\x1b]0;owned\x07[ab].png")),
+    }
+    found = {name: record_image(root / f"{name}.png", record) for name, record in records.items()}
+    found["rec_deep"] = record_image(root / "rec_deep.png", '{"nst": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    return found
 
 
 def digest(root: Path) -> dict[str, str]:
@@ -112,7 +161,8 @@ CASES = [
     ("run -o via ..", "output is input", ["run", "{content}", "{style}", "-o", "{root}/sub/../content.png", *RUN], 2, "is also an input"),
     ("run -o symlink", "output is input", ["run", "{content}", "{style}", "-o", "{link}", *RUN], 2, "is also an input"),
     ("run -o hard link", "output is input", ["run", "{content}", "{style}", "-o", "{hardlink}", *RUN], 2, "is also an input"),
-    ("batch into its input folder", "output is input", ["run", "{photos}", "{style}", "-o", "{photos}", *RUN], 2, "is also an input"),
+    ("batch into its input folder", "output is input", ["run", "{photos}", "{style}", "-o", "{photos}", *RUN], 2, "is the folder of the input"),
+    ("glob into its input folder", "output is input", ["run", "{photos}/*.jpg", "{style}", "-o", "{photos}", *RUN], 2, "is the folder of the input a.jpg"),
     ("analogy into A's folder", "output is input", ["analogy", "{a_prime}", "{style}", "-o", "{root}/out", "--weights", "{weights}",
                                                      "--size", "80", "-q"], 2, "is also an input"),
     ("side output is the content", "output is input", ["run", "{depth_content}", "{style}", "-o", OUT, "--plugin", "depth",
@@ -192,6 +242,32 @@ CASES = [
     ("config plugins as a string", "unexpected", ["run", "{content}", "{style}", "-o", OUT, "--config", "{root}/plugstr.toml", "-q"], 2, "plugins must be a list"),
     ("config unknown table", "unexpected", ["run", "{content}", "{style}", "-o", OUT, "--config", "{root}/table.toml", "-q"], 2, "unknown table [depth]"),
     ("train resume without checkpoint", "unexpected", ["train", "{style}", "--data", "{photos}", "-o", "{root}/m.safetensors", "--resume", "--weights", "{weights}", "-q"], 1, "no checkpoint"),
+    # a run record read back: data, checked as the flags are, naming the file and the field
+    ("record key output", "records", ["run", "--config-from", "{rec_output}", "-o", OUT, "-q"], 2, "rec_output.png: unknown setting 'output'"),
+    ("record key host", "records", ["run", "--config-from", "{rec_host}", "-o", OUT, "-q"], 2, "rec_host.png: unknown setting 'host'"),
+    ("record plugins a string", "records", ["run", "--config-from", "{rec_plugstr}", "-o", OUT, "-q"], 2, "rec_plugstr.png: plugins: expected a list of plugin names"),
+    ("record steps absurd", "records", ["run", "--config-from", "{rec_steps}", "-o", OUT, "-q"], 2, "rec_steps.png: steps: must be between 1 and 1000000, got 1000000000"),
+    ("record size as text", "records", ["run", "--config-from", "{rec_text}", "-o", OUT, "-q"], 2, "rec_text.png: size: expected an integer"),
+    ("record size a nested list", "records", ["run", "--config-from", "{rec_list}", "-o", OUT, "-q"], 2, "rec_list.png: size: expected a number"),
+    ("record options not tables", "records", ["run", "--config-from", "{rec_opts}", "-o", OUT, "-q"], 2, "rec_opts.png: options: expected one table"),
+    ("record option value", "records", ["run", "--config-from", "{rec_optval}", "-o", OUT, "-q"], 2, "rec_optval.png: semantic.regions: expected an integer"),
+    ("record unknown plugin", "records", ["run", "--config-from", "{rec_plugin}", "-o", OUT, "-q"], 2, "rec_plugin.png: unknown plugin 'nope'"),
+    ("record settings a list", "records", ["run", "--config-from", "{rec_notdict}", "-o", OUT, "-q"], 1, "holds no nst run record"),
+    ("record nested past the parser", "records", ["run", "--config-from", "{rec_deep}", "-o", OUT, "-q"], 1, "holds no nst run record"),
+    ("record names files", "records", ["run", "{content}", "{style}", "--config-from", "{rec_paths}", "-o", OUT, "-q"], 2, "names files its run read (--weights"),
+    ("record paths escaped", "records", ["run", "--config-from", "{rec_escape}", "-o", OUT, "-q"], 2, "CONTENT /"),
+    ("record onto itself", "records", ["run", "--config-from", "{rec_plain}", "-o", "{rec_plain}", "-q"], 2, "is also an input"),
+    ("info of a damaged record", "records", ["info", "{rec_plugstr}"], 2, "rec_plugstr.png: plugins: expected a list"),
+    ("recorded files alone", "records", ["run", "{content}", "{style}", "-o", OUT, "--recorded-files", *RUN], 2, "--recorded-files goes with --config-from"),
+    # messages: the flag as typed, the real value, the real limit
+    ("strength just over 1", "messages", ["run", "{content}", "{style}", "-o", OUT, *RUN, "--strength", "1.0000001"], 2, "--strength: must be between 0 and 1, got 1.0000001"),
+    ("blend weights per style", "messages", ["run", "{content}", "{style}", "-o", OUT, *RUN, "--style-blend", "1,1,1"], 2, "--style-blend: has 3 weight(s) for 1 style image(s)"),
+    ("memory over 1PB", "messages", ["run", "{content}", "{style}", "-o", OUT, *RUN, "--max-memory", "2PB"], 2, "2PB is out of range (64MB to 1PB"),
+    ("a folder as the model", "messages", ["run", "{content}", "-o", OUT, "--method", "johnson", "--model", "{photos}", "-q"], 1, "photos: is a folder, not a model file"),
+    ("a folder as the weights", "messages", ["run", "{content}", "{style}", "-o", OUT, "--size", "32", "--weights", "{photos}", "-q"], 1, "photos: is a folder, not a weights file"),
+    ("a folder replayed", "messages", ["run", "--config-from", "{photos}", "-o", OUT], 1, "photos: is a folder, not an image written by nst"),
+    ("a folder as training data file", "messages", ["train", "{style}", "--data", "{file}", "-o", "{root}/m.safetensors"], 1, "notes.txt: is a file, not a folder of training photos"),
+    ("control characters in a path", "messages", ["run", "{root}/\x1b[2Jx.png", "{style}", "-o", OUT, *RUN], 1, "\\x1b[2Jx.png"),
     # text
     ("emoji in the default font", "text", ["text", "-s", "{source}", "--styled", "{styled}", "--text", "hi \U0001F600", "-o", OUT, "-q"], 1, "has no glyph for '\U0001F600'"),
     ("CJK in the default font", "text", ["text", "-s", "{source}", "--styled", "{styled}", "--text", "\u6f22\u5b57", "-o", OUT, "-q"], 1, "has no glyph for"),
@@ -206,6 +282,7 @@ def test_bad_input_gives_one_line_and_changes_nothing(ws, run_cli, case, kind, a
     line = one_error_line(err.replace("\n\n", "\n"))  # only that line (notes are allowed before it)
     assert got == code and fragment in line, (case, got, err)
     assert "Warning" not in err, err
+    assert "\x1b" not in err and "\x07" not in err, err  # text from files and paths reaches the terminal escaped
     assert digest(ws["root"]) == before, f"{case}: files changed"
     assert not list(ws["root"].rglob("*.part*")) and not (ws["root"] / "result.png").exists()
 
@@ -214,7 +291,8 @@ def test_table_covers_every_class():
     counts = {}
     for _, kind, *_ in CASES:
         counts[kind] = counts.get(kind, 0) + 1
-    assert set(counts) == {"output is input", "numbers", "memory", "degenerate", "parser", "unexpected", "text"}
+    assert set(counts) == {"output is input", "numbers", "memory", "degenerate", "parser", "unexpected", "text", "records",
+                           "messages"}
 
 
 # --- images that decode huge, or are tiny ----------------------------------------------------------------------------
@@ -243,7 +321,7 @@ def test_batch_names_cannot_clash_and_are_reported(ws, run_cli, tmp_path, tiny_w
     model = ws["model"]
     code, stdout, err = run_cli("run", ws["photos"], "-o", out, "--method", "johnson", "--model", model, "--size", 32, "-q")
     assert code == 0, err
-    assert sorted(p.name for p in out.iterdir()) == ["a_jpg.png", "a_png.png", "b.png"]
+    assert sorted(p.name for p in out.iterdir()) == [".nst-written.jsonl", "a_jpg.png", "a_png.png", "b.png"]
     for src, dst in (("a.jpg", "a_jpg.png"), ("a.png", "a_png.png"), ("b.png", "b.png")):
         assert f"{ws['photos'] / src} -> {out / dst}" in stdout
     before = digest(out)
@@ -252,6 +330,222 @@ def test_batch_names_cannot_clash_and_are_reported(ws, run_cli, tmp_path, tiny_w
     code, _, err = run_cli("run", ws["photos"], "-o", out, "--method", "johnson", "--model", model, "--size", 32, "-q",
                            "--overwrite")
     assert code == 0, err
+    (out / "b.png").write_bytes(b"the user's own b.png")  # not what nst wrote: --overwrite leaves it alone
+    code, _, err = run_cli("run", ws["photos"], "-o", out, "--method", "johnson", "--model", model, "--size", 32, "-q",
+                           "--overwrite")
+    assert code == 2 and "was not written there by nst" in one_error_line(err)
+    assert (out / "b.png").read_bytes() == b"the user's own b.png"
+
+
+# --- a run record replays settings only; what it names is shown, what writes files is never taken -------------------
+
+def test_a_record_replays_settings_only(ws, run_cli, tmp_path):
+    from nst.runtime.run_record import run_record
+    from nst.settings import make_settings
+
+    evil, snaps = tmp_path / "evil", tmp_path / "o_step0001.png"
+    settings = make_settings({"size": 32, "steps": 1000000, "weights": str(ws["weights"]), "device": "cpu", "save_every": 1})
+    record = run_record(settings, ws["content"], [ws["style"]], ["semantic"],
+                        {"semantic": {"save_masks": str(evil), "regions": 2}})
+    crafted = record_image(tmp_path / "crafted.png", record)
+    before = digest(ws["root"])
+    code, _, err = run_cli("run", "--config-from", crafted, "-o", tmp_path / "o.png", "-q")  # inputs and weights asked for
+    line = one_error_line(err)
+    assert code == 2 and f"CONTENT {ws['content'].resolve()}" in line and f"--weights {ws['weights'].resolve()}" in line
+    assert not (tmp_path / "o.png").exists()
+    code, out, err = run_cli("run", "--config-from", crafted, "-o", tmp_path / "o.png", "-q", "--recorded-files", "--plan")
+    assert code == 0, err
+    notes = [line for line in err.splitlines() if line.startswith("note: ")]
+    assert f"note: from {crafted}: CONTENT {ws['content'].resolve()}" in notes  # each file is shown before it is used
+    assert f"note: from {crafted}: --weights {ws['weights'].resolve()}" in notes
+    assert any("not replayed, as they write files: --save-every 1, semantic.save_masks" in n for n in notes)
+    assert any(n.startswith(f"note: replaying {crafted}: --size 32, --steps 1000000") for n in notes)  # seen before it starts
+    code, out, err = run_cli("run", ws["content"], ws["style"], "--config-from", crafted, "-o", tmp_path / "o.png", "-q",
+                             "--weights", ws["weights"], "--steps", "1")  # the user names the files: no confirmation needed
+    assert code == 0, err
+    assert "semantic pairing" in out  # the record's plugin took part
+    assert not evil.exists() and not snaps.exists() and digest(ws["root"]) == before
+
+
+def test_recorded_paths_are_used_as_written_never_as_patterns(ws, run_cli, tmp_path):
+    from nst.runtime.run_record import run_record
+    from nst.settings import make_settings
+
+    record = run_record(make_settings({"size": 32, "steps": 1, "device": "cpu"}), ws["photos"] / "[ab].png", [ws["style"]],
+                        [], {})
+    crafted = record_image(tmp_path / "glob.png", record)
+    code, _, err = run_cli("run", "--config-from", crafted, "-o", tmp_path / "out.png", "-q", "--recorded-files")
+    assert code == 1 and error_after_notes(err) == f"error: {ws['photos'] / '[ab].png'}: no such file"
+    assert not (tmp_path / "out.png").exists()
+    code, out, _ = run_cli("info", crafted)
+    assert code == 0 and f"content: {ws['photos'] / '[ab].png'}" in out
+
+
+def test_info_prints_text_from_the_file_escaped(ws, run_cli):
+    code, out, err = run_cli("info", ws["rec_escape"])
+    assert code == 0, err
+    assert "\x1b" not in out and "\x07" not in out and "\\x1b[2J\\x1b]0;owned\\x07[ab].png" in out
+
+
+# --- nst deletes or replaces only what it made ------------------------------------------------------------------------
+
+def test_overwrite_removes_and_replaces_only_what_nst_wrote(ws, run_cli, tmp_path):
+    from nst.bench import bench
+    from nst.core.files import Manifest
+
+    # a folder nst wrote into, then tampered with: a crafted manifest naming files outside, above and changed
+    folder, outside = tmp_path / "report", tmp_path / "keep.txt"
+    (folder / "images").mkdir(parents=True)
+    outside.write_text("the user's")
+    (folder / "images" / "holiday.jpg").write_bytes(b"the user's photo")
+    (folder / "results.json").write_text("{}")
+    (folder / "link.txt").symlink_to(outside)
+    lines = [{"file": "../keep.txt", "sha256": "0" * 64}, {"file": str(outside), "sha256": "0" * 64},
+             {"file": "link.txt", "sha256": __import__("hashlib").sha256(b"the user's").hexdigest()},
+             {"file": "images/holiday.jpg", "sha256": "f" * 64}, "not an entry", {"file": 5}]
+    (folder / ".nst-written.jsonl").write_text("\n".join(__import__("json").dumps(x) for x in lines) + "\n{broken")
+    before, around = digest(folder), digest(tmp_path)
+    assert Manifest(folder).remove_written() and digest(tmp_path) == around  # nothing it lists is nst's
+    kw = dict(quick=True, device="cpu", methods=["gatys"], sizes=[32], steps=2, weights=str(ws["weights"]), progress=False,
+              note=lambda m: None)
+    for extra, fragment in ((dict(overwrite=True), "holds files nst did not write"),
+                            (dict(resume=True), "holds files nst did not write"),
+                            (dict(overwrite=True, photos=folder / "images"), "inside the report folder")):
+        with pytest.raises(nst.UsageError, match=fragment):
+            bench(folder, **kw, **extra)
+        assert digest(folder) == before and outside.read_text() == "the user's"
+    (folder / ".nst-written.jsonl").unlink()
+    (folder / ".nst-written.jsonl").symlink_to(outside)  # nst must never append its list to another file
+    with pytest.raises(nst.UsageError, match="not such a list"):
+        bench(folder, **kw, overwrite=True)
+    assert outside.read_text() == "the user's"
+
+    # side outputs in a folder the user gave: a file of that name is the user's unless nst wrote it there
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    (masks / "content_regions.png").write_bytes(b"the user's drawing")
+    run = ["run", ws["content"], ws["style"], "-o", tmp_path / "o.png", "--weights", ws["weights"], "--size", "32",
+           "--steps", "1", "-q", "--device", "cpu", "--plugin", "semantic", "--set", f"semantic.save_masks={masks}"]
+    for flags, fragment in (([], "exists; add --overwrite"), (["--overwrite"], "was not written there by nst")):
+        code, _, err = run_cli(*run, *flags)
+        assert code == 2 and fragment in one_error_line(err)
+        assert (masks / "content_regions.png").read_bytes() == b"the user's drawing" and not (tmp_path / "o.png").exists()
+    (masks / "content_regions.png").unlink()
+    assert run_cli(*run)[0] == 0 and run_cli(*run)[0] == 2 and run_cli(*run, "--overwrite")[0] == 0  # nst's own: replaced
+
+
+# --- what the API returns is what it wrote ---------------------------------------------------------------------------
+
+class Post:
+    """A plugin whose nst_postprocess returns VALUE."""
+
+    def __init__(self, value):
+        self.value, self.name = value, f"post{id(self)}"
+
+    @nst.hookimpl
+    def nst_postprocess(self):
+        return self.value
+
+
+def decoded(path: Path) -> torch.Tensor:
+    """The image in PATH as (1, 3, H, W) in [0, 1], 16-bit TIFF through tifffile."""
+    from nst.core.images import load_image
+
+    if path.suffix != ".tif":
+        return load_image(path)
+    import tifffile
+
+    return torch.from_numpy(tifffile.imread(path).astype(np.float32) / 65535).permute(2, 0, 1)[None]
+
+
+@pytest.mark.parametrize("suffix, bits", [(".png", 8), (".png", 16), (".jpg", 8), (".tif", 16)])
+def test_what_the_api_returns_is_what_it_wrote(ws, tmp_path, suffix, bits):
+    from nst.core.printfile import print_writer
+
+    def differ(a: torch.Tensor, b: torch.Tensor) -> float:  # JPEG: on average; lossless files: everywhere
+        return float((a - b).abs().mean() if suffix == ".jpg" else (a - b).abs().max())
+
+    tolerance = 0.05 if suffix == ".jpg" else 1 / 255  # JPEG subsamples colour: a 32 px result differs by ~0.02
+
+    kw = dict(weights=str(ws["weights"]), size=32, steps=2, device="cpu", note=lambda m: None, bit_depth=bits)
+    out = tmp_path / f"o{suffix}"
+    result = nst.run(ws["content"], [ws["style"]], output=out, **kw)
+    assert 0 <= result.image.min() and result.image.max() <= 1
+    assert differ(result.image, decoded(out)) <= tolerance
+    image = nst.stylize(ws["content"], [ws["style"]], output=tmp_path / f"p{suffix}", **kw)
+    assert differ(torch.from_numpy(np.asarray(image, np.float32) / 255).permute(2, 0, 1)[None],
+                  decoded(tmp_path / f"p{suffix}")) <= tolerance
+    picture = torch.rand(1, 3, 8, 8)
+    kept = picture.clone()
+    print_writer(picture, tmp_path / f"w{suffix}", bits)(tmp_path / f"w{suffix}")
+    assert torch.equal(picture, kept)  # a writer never changes the tensor it is given
+
+
+@pytest.mark.parametrize("value, fragment", [
+    (torch.full((1, 3, 24, 32), float("nan")), "nst_postprocess returned NaN or inf pixels"),
+    (torch.zeros(3, 24, 32), "nst_postprocess returned (3, 24, 32), not a (1, 3, H, W) image"),
+    (torch.zeros(1, 4, 24, 32), "nst_postprocess returned (1, 4, 24, 32), not a (1, 3, H, W) image"),
+    ("an image", "nst_postprocess returned str, not a (1, 3, H, W) image"),
+])
+def test_postprocess_results_are_checked_after_every_plugin(ws, tmp_path, value, fragment):
+    plugin = Post(value)
+    out = tmp_path / "o.png"
+    with pytest.raises(nst.NSTError) as info:
+        nst.run(ws["content"], [ws["style"]], output=out, plugins=[plugin], weights=str(ws["weights"]), size=32, steps=1,
+                device="cpu", note=lambda m: None)
+    assert str(info.value) == f"plugin '{plugin.name}': {fragment}" and not out.exists()
+
+
+# --- files read back: checkpoints and model files are data ------------------------------------------------------------
+
+def test_model_files_are_checked_before_a_network_is_built(ws, run_cli, tmp_path):
+    import json
+
+    from safetensors.torch import save_file
+
+    state = {k: v.contiguous() for k, v in TransformerNet(8, 1).state_dict().items()}
+    meta = {"format": "nst-johnson", "arch_version": "1"}
+    cases = {"width": ({"width": 10 ** 9, "blocks": 1}, {}, "config.width"),
+             "blocks": ({"width": 8, "blocks": "5"}, {}, "config.blocks"),
+             "arch": ({"arch": ["johnson"]}, {}, "config.arch"),
+             "contract": ({"arch": "multistyle", "contract": [8, 8]}, {}, "config.contract"),
+             "styles": ({"width": 8, "blocks": 1}, {"styles": 5}, "info.styles"),
+             "style": ({"width": 8, "blocks": 1}, {"style": ["x"]}, "info.style")}
+    for name, (config, info, fragment) in cases.items():
+        path = tmp_path / f"{name}.safetensors"
+        save_file(state, str(path), metadata={**meta, "config": json.dumps(config), "info": json.dumps(info)})
+        code, _, err = run_cli("run", ws["content"], "-o", tmp_path / "o.png", "--method", "johnson", "--model", path, "-q")
+        assert code == 1 and "damaged nst model file" in one_error_line(err) and fragment in err, (name, err)
+    assert not (tmp_path / "o.png").exists()
+
+
+@pytest.mark.parametrize("change, fragment", [
+    (dict(step=-5), "step -5"),
+    (dict(step=True), "step True"),
+    (dict(history="lots"), "loss history"),
+    (dict(history=[{"step": 1, "total": "x"}]), "loss history"),
+    (dict(skipped=[1, 2]), "skipped photos"),
+    (dict(world=0), "world 0"),
+    (dict(net_config=[1]), "settings"),
+])
+def test_damaged_checkpoints_are_refused_by_name(ws, tmp_path, train_kw, change, fragment):
+    model = tmp_path / "m.safetensors"
+    with pytest.raises(KeyboardInterrupt):
+        nst.train(ws["style"], ws["photos"], model, steps=6, plugins=[StopAt(interrupt=2)], **train_kw)
+    ckpt = tmp_path / "m.safetensors.ckpt"
+    state = torch.load(ckpt, weights_only=True)
+    torch.save({**state, **change, "plugins": {}}, ckpt)
+    before = ckpt.read_bytes()
+    with pytest.raises(nst.NSTError, match=f"damaged checkpoint \\({re.escape(fragment)}"):
+        nst.train(ws["style"], ws["photos"], model, steps=6, resume=True, **train_kw)
+    assert ckpt.read_bytes() == before and not model.exists()
+
+
+def test_train_arguments_of_the_wrong_kind_are_named(ws, tmp_path, train_kw):
+    with pytest.raises(nst.UsageError, match="data must be the path of a folder of training photos, got 42"):
+        nst.train(ws["style"], 42, tmp_path / "m.safetensors", **train_kw)
+    with pytest.raises(nst.NSTError, match="is a file, not a folder of training photos"):
+        nst.train(ws["style"], ws["file"], tmp_path / "m.safetensors", **train_kw)
 
 
 # --- training: checkpoints, curves and non-finite losses -------------------------------------------------------------
@@ -301,6 +595,24 @@ def test_interrupted_training_keeps_the_old_model_curves_and_a_checkpoint_is_not
     assert result.steps == 6 and not ckpt.exists() and curves[0].read_text().startswith("step,")
 
 
+def test_ctrl_c_while_the_first_checkpoint_is_drawn_ends_as_ctrl_c(ws, tmp_path, run_cli, monkeypatch):
+    import nst.api.curves as curves
+
+    calls = []
+
+    def interrupted(*_args):  # Ctrl-C arrives while matplotlib draws the checkpoint's curves, which leaves it broken
+        calls.append(1)
+        raise KeyboardInterrupt if len(calls) == 1 else RuntimeError("a plot interrupted before")
+
+    monkeypatch.setattr(curves, "write_plot", interrupted)
+    model = tmp_path / "m.safetensors"
+    code, _, err = run_cli("train", ws["style"], "--data", ws["photos"], "-o", model, "--weights", ws["weights"], "--size", 32,
+                           "--batch-size", 2, "--width", 8, "--blocks", 1, "--workers", 0, "--device", "cpu", "--steps", 6,
+                           "--checkpoint-every", 2, "-q")
+    assert code == 130 and error_after_notes(err) == "error: interrupted"
+    assert torch.load(tmp_path / "m.safetensors.ckpt", weights_only=True)["step"] == 2 and not model.exists()
+
+
 def test_overwrite_starts_over(ws, tmp_path, train_kw):
     model = tmp_path / "m.safetensors"
     with pytest.raises(KeyboardInterrupt):
@@ -345,6 +657,43 @@ def test_a_failed_write_leaves_no_output_of_the_set(ws, run_cli, tmp_path, monke
                            "--pm-iters", 1, "--deconv-steps", 0, "-q")
     assert code == 1 and "No space left on device" in one_error_line(err) and len(calls) >= 3
     assert not out.exists()  # the files renamed before the failure were taken back, the folder it made removed
+
+
+def test_an_output_that_cannot_be_replaced_stays_and_leaves_no_part_file(ws, run_cli, tmp_path, monkeypatch):
+    import nst.core.files as files
+
+    out = tmp_path / "o.png"
+    out.write_bytes(b"the earlier result")
+    real = os.replace
+
+    def replace(src, dst):
+        if Path(src) == out:  # moving the existing file aside fails (another owner's file in a sticky folder, say)
+            raise PermissionError(1, "Operation not permitted")
+        return real(src, dst)
+
+    monkeypatch.setattr(files.os, "replace", replace)
+    code, _, err = run_cli("run", ws["content"], ws["style"], "-o", out, *[a.format(**ws) for a in RUN])
+    assert code == 1 and "Operation not permitted" in one_error_line(err)
+    assert out.read_bytes() == b"the earlier result" and sorted(p.name for p in tmp_path.iterdir()) == ["o.png"]
+
+
+def test_a_broken_model_stops_a_folder_run_at_once(ws, run_cli, tmp_path):
+    data = ws["model"].read_bytes()
+    truncated = tmp_path / "cut.safetensors"
+    truncated.write_bytes(data[: len(data) // 2])
+    code, out, err = run_cli("run", ws["photos"], "-o", tmp_path / "styled", "--method", "johnson", "--model", truncated,
+                             "-q")
+    assert code == 1 and "cut.safetensors: not an nst model file" in one_error_line(err)  # one line, not one per image
+    assert "wrote" not in out and not list((tmp_path / "styled").glob("*.png"))
+
+
+def test_a_damaged_colour_profile_is_left_out_with_a_note(ws, run_cli, tmp_path):
+    content = tmp_path / "icc.png"
+    Image.open(ws["content"]).save(content, icc_profile=os.urandom(600))
+    out = tmp_path / "o.png"
+    code, _, err = run_cli("run", content, ws["style"], "-o", out, *[a.format(**ws) for a in RUN])
+    assert code == 0 and "icc.png: its embedded colour profile is not a valid ICC profile" in err, err
+    assert "icc_profile" not in Image.open(out).info
 
 
 def test_export_without_onnx_says_how_to_install(ws, run_cli, tmp_path, monkeypatch):

@@ -78,6 +78,27 @@ def test_resume_keeps_finished_cells_and_redoes_missing_ones(report, tiny_weight
     assert "12345" in (folder / "report.md").read_text()
 
 
+def test_resume_checks_what_it_reads_back(report, tiny_weights):
+    folder = report[0]
+    path = folder / "results.json"
+    data = json.loads(path.read_text())
+    for text in ("{not json", "[1, 2]", '{"cells": [], "plan": {}}', "[" * 100_000 + "]" * 100_000):
+        path.write_text(text)
+        with pytest.raises(UsageError, match="not the results of a bench nst wrote"):
+            bench(folder, resume=True, **tiny(tiny_weights))
+    data["cells"]["time/gatys/32"]["seconds"] = "fast"
+    grid = next(k for k in data["cells"] if k.startswith("grid/gatys/"))
+    data["cells"][grid]["image"] = "/etc/passwd"  # a path from the file: never opened
+    data["cells"]["time/gatys/48"] = ["not", "a", "cell"]
+    path.write_text(json.dumps(data))
+    notes = []
+    results = bench(folder, resume=True, **{**tiny(tiny_weights), "note": notes.append})
+    assert len([n for n in notes if "is damaged" in n and "measured again" in n]) == 3, notes
+    cells = results["cells"]
+    assert cells["time/gatys/32"]["seconds"] > 0 and cells["time/gatys/48"]["seconds"] > 0
+    assert Path(cells[grid]["image"]).is_relative_to(folder / "images")
+
+
 def test_refusals(report, tiny_weights, tmp_path):
     folder, _ = report
     with pytest.raises(UsageError, match="--resume"):

@@ -116,7 +116,10 @@ def test_cli_run_saves_depth_maps_and_reports(run_cli, midas_file, content_path,
                                 "--set", f"depth.save={maps}")
     assert code == 0, err
     assert "depth correlation (content vs result)" in stdout
-    assert sorted(p.name for p in maps.iterdir()) == ["depth_content.png", "depth_result.png"]
+    assert sorted(p.name for p in maps.iterdir()) == [".nst-written.jsonl", "depth_content.png", "depth_result.png"]
+    wrote = [line for line in stdout.splitlines() if line.startswith("wrote ")]
+    assert len(wrote) == 3 and wrote[0].startswith(f"wrote {out} (")  # the result once, then each side output
+    assert {f"wrote {maps / 'depth_content.png'}", f"wrote {maps / 'depth_result.png'}"} == set(wrote[1:])
 
 
 def test_nst_depth_command(run_cli, midas_file, content_path, tmp_path):

@@ -44,8 +44,8 @@ def test_png16_keeps_alpha_icc_and_records_the_run(rgba_content, style_path, tin
     with Image.open(out) as img:
         assert img.info["icc_profile"] == icc
     record = read_run_record(out)
-    assert record["seed"] == 5 and record["settings"]["steps"] == 2 and record["settings"]["bit_depth"] == 16
-    assert record["content"] == str(content.resolve()) and record["version"] == nst.__version__
+    assert record.seed == 5 and record.settings["steps"] == 2 and record.settings["bit_depth"] == 16
+    assert record.content == str(content.resolve()) and record.version == nst.__version__
 
 
 def test_tiff16_with_alpha_icc_and_record(rgba_content, style_path, tiny_weights, tmp_path):
@@ -60,7 +60,7 @@ def test_tiff16_with_alpha_icc_and_record(rgba_content, style_path, tiny_weights
         page = tif.pages[0]
         assert page.asarray().dtype == np.uint16 and page.asarray().shape == (48, 64, 4)
         assert page.tags[34675].value == icc
-    assert read_run_record(out)["seed"] == 5
+    assert read_run_record(out).seed == 5
 
 
 def test_info_and_config_from_repeat_the_run(run_cli, content_path, style_path, tiny_weights, tmp_path):
@@ -71,7 +71,10 @@ def test_info_and_config_from_repeat_the_run(run_cli, content_path, style_path, 
     code, out, _ = run_cli("info", first)
     assert code == 0 and "seed 7" in out and "style_weight = 0.02" in out and f"content: {content_path.resolve()}" in out
     code, _, err = run_cli("run", "--config-from", first, "-o", again, "-q")
+    assert code == 2 and "names files its run read" in one_error_line(err) and str(content_path.resolve()) in err
+    code, _, err = run_cli("run", "--config-from", first, "-o", again, "-q", "--recorded-files")
     assert code == 0, err
+    assert f"note: from {first}: CONTENT {content_path.resolve()}" in err and "--seed 7" in err
     assert np.array_equal(np.asarray(Image.open(first)), np.asarray(Image.open(again)))  # CPU runs are reproducible
     code, out, _ = run_cli("info", again)
     assert "seed 7" in out and "style_weight = 0.02" in out

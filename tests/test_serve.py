@@ -4,7 +4,10 @@ from __future__ import annotations
 import io
 import json
 import re
+import struct
+import threading
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -144,30 +147,52 @@ def test_job_runs_to_the_result_nst_run_gives(studio, tiny_weights, tmp_path):
     assert np.abs(got - np.asarray(expected, dtype=np.int16)).max() <= 1  # the same run as the Python API's
 
 
-def test_progress_events_carry_steps_losses_and_changing_previews(studio):
-    with studio() as client:
-        job_id = submit(client, steps=30).json()["id"]
-        events = []
-        with client.stream("GET", f"/api/jobs/{job_id}/events") as stream:
-            assert stream.headers["content-type"].startswith("text/event-stream")
-            kind = None
-            for line in stream.iter_lines():
-                if line.startswith("event: "):
-                    kind = line[len("event: "):]
-                elif line.startswith("data: "):
-                    events.append((kind, json.loads(line[len("data: "):])))
-        assert events[-1][0] == "end" and events[-1][1]["status"] == "done"
-        steps = [e["step"] for k, e in events if k == "progress"]
-        assert steps == sorted(steps) and steps[-1] == 30
-        previews = {e["preview"] for _, e in events if e["preview"]}
-        assert len(previews) >= 2  # the preview changed while the job ran
-        assert all(e["losses"]["total"] > 0 for _, e in events if e["step"])
-        paced = [e for k, e in events if k == "progress" and e["step"] >= 2]  # the numbers nst run prints, too
-        assert paced and all(e["rate"] > 0 and e["left"] >= 0 for e in paced)
-        assert paced[-1]["step"] < 30 or paced[-1]["left"] == 0
-        preview = client.get(next(iter(previews)))
-        assert preview.status_code == 200
-        assert Image.open(io.BytesIO(preview.content)).size == (64, 48)
+class Pacer:
+    """Holds a job at its second step until the test has received a progress event with a preview, so a preview of
+    a step before the last is always seen, however slowly the event stream is served (no timing assumption)."""
+
+    name = "pacer"
+
+    def __init__(self) -> None:
+        self.seen = threading.Event()
+
+    @nst.hookimpl
+    def nst_on_step(self, step):
+        if step == 2:
+            self.seen.wait(timeout=120)
+
+
+def test_progress_events_carry_steps_losses_and_changing_previews(studio, host):
+    pacer = Pacer()
+    host.register(pacer)
+    try:
+        with studio() as client:
+            job_id = submit(client, steps=30, plugins="pacer").json()["id"]
+            events = []
+            with client.stream("GET", f"/api/jobs/{job_id}/events") as stream:
+                assert stream.headers["content-type"].startswith("text/event-stream")
+                kind = None
+                for line in stream.iter_lines():
+                    if line.startswith("event: "):
+                        kind = line[len("event: "):]
+                    elif line.startswith("data: "):
+                        events.append((kind, json.loads(line[len("data: "):])))
+                        if kind == "progress" and events[-1][1]["preview"]:
+                            pacer.seen.set()
+            assert events[-1][0] == "end" and events[-1][1]["status"] == "done"
+            steps = [e["step"] for k, e in events if k == "progress"]
+            assert steps == sorted(steps) and steps[-1] == 30
+            previews = {e["preview"] for _, e in events if e["preview"]}
+            assert len(previews) >= 2  # the preview changed while the job ran
+            assert all(e["losses"]["total"] > 0 for _, e in events if e["step"])
+            paced = [e for k, e in events if k == "progress" and e["step"] >= 2]  # the numbers nst run prints, too
+            assert paced and all(e["rate"] > 0 and e["left"] >= 0 for e in paced)
+            assert paced[-1]["step"] < 30 or paced[-1]["left"] == 0
+            preview = client.get(next(iter(previews)))
+            assert preview.status_code == 200
+            assert Image.open(io.BytesIO(preview.content)).size == (64, 48)
+    finally:
+        host.unregister(pacer.name)
 
 
 def test_cancel_running_and_queued_jobs(studio):
@@ -234,6 +259,88 @@ def test_bad_uploads_and_values_get_the_clis_one_line(studio, run_cli, tmp_path,
         assert one_line(as_file) == "--steps: expected text, got a file"
         assert client.get("/api/jobs").json()["jobs"] == []
     assert list((tmp_path / "data" / "jobs").iterdir()) == []  # refused uploads leave nothing behind
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def test_any_over_limit_image_gets_413_with_the_real_figures(studio):
+    header = b"\x89PNG\r\n\x1a\n"
+    bomb = header + png_chunk(b"IHDR", struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)) + \
+        png_chunk(b"IDAT", zlib.compress(b"\0" * 4)) + png_chunk(b"IEND", b"")  # 10 Gpx claimed in 60 bytes
+    text_bomb = CONTENT[:33] + png_chunk(b"zTXt", b"k\0\0" + zlib.compress(b"a" * (20 << 20))) + CONTENT[33:]
+    limit = len(text_bomb)
+    with studio(limits=Limits(upload_bytes=limit, pixels=1_000)) as client:
+        for content, fragment in ((bomb, "photo.png: image of 10000.000 Mpx is over the studio's limit of 0.001 Mpx"),
+                                  (text_bomb, "photo.png: Decompressed data too large"),
+                                  (text_bomb + b"\0", f"{(limit + 1) / 1e6:.6f} MB is over the studio's upload limit "
+                                                      f"of {limit / 1e6:.6f} MB")):
+            response = submit(client, content=content)
+            assert response.status_code == 413 and fragment in one_line(response), one_line(response)
+        assert submit(client, content=png(gradient_image(40, 30))).status_code == 413  # 1200 px over 1000
+        assert client.get("/api/jobs").json()["jobs"] == []
+
+
+def test_a_bad_job_folder_is_skipped_and_never_breaks_the_gallery(studio, tmp_path):
+    jobs = tmp_path / "data" / "jobs"
+    with studio() as client:
+        done = submit(client, steps=3).json()["id"]
+        assert wait(client, done)["status"] == "done"
+    record = json.loads((jobs / done / "job.json").read_text())
+    before = {p.name: p.read_bytes() for p in (jobs / done).iterdir()}
+
+    def job(name: str, text: str, inputs: bool = True) -> str:
+        folder = jobs / (name * 32)
+        folder.mkdir()
+        for file in record["inputs"] if inputs else []:
+            (folder / file).write_bytes((jobs / done / file).read_bytes())
+        (folder / "job.json").write_text(text)
+        return folder.name
+
+    skipped = [job("1", json.dumps({**record, "created": "yesterday"})),
+               job("2", json.dumps({**record, "history": "all of it"})),
+               job("3", json.dumps({**record, "status": "hacked"})),
+               job("4", '{"request": ' * 50_000 + "}" * 50_000),
+               job("5", json.dumps({**record, "request": {**record["request"], "fields": {"size": 64}}})),
+               job("6", json.dumps({**record, "inputs": ["../../../../etc/passwd"]})),
+               job("7", json.dumps([record]))]
+    impostor = job("8", json.dumps({**record, "status": "running"}))  # names the finished job's id: it is job 888…
+    no_result = job("9", json.dumps(record))  # done, but its result.png is gone
+    (jobs / ("a" * 32)).mkdir()
+    (jobs / ("a" * 32) / "job.json").symlink_to(jobs / done / "job.json")
+    app = create_app(tmp_path / "data", "cpu", host=PluginHost(load_entry_points=False))
+    assert len(app.state.load_notes) == len(skipped) + 1 and all("skipped" in n for n in app.state.load_notes)
+    with TestClient(app) as client:
+        listing = client.get("/api/jobs")
+        assert listing.status_code == 200
+        states = {j["id"]: j for j in listing.json()["jobs"]}
+        assert set(states) == {done, impostor, no_result}
+        assert states[done]["status"] == "done" and client.get(f"/api/jobs/{done}/result").status_code == 200
+        assert states[impostor]["status"] == "error" and states[impostor]["error"] == INTERRUPTED
+        response = client.get(f"/api/jobs/{no_result}/result")
+        assert response.status_code == 404 and one_line(response) == f"job {no_result} has no result (its file is missing)"
+        assert client.get(f"/api/jobs/{no_result}/preview").status_code == 404
+    assert {p.name: p.read_bytes() for p in (jobs / done).iterdir()} == before  # the finished job is as it was
+
+
+def test_a_500_is_one_line_on_the_console(studio, monkeypatch, capfd):
+    from nst.serve.jobs import JobStore
+
+    def broken(self):
+        raise RuntimeError("a bug\nwith a second line")
+
+    with studio() as client:
+        monkeypatch.setattr(JobStore, "listing", broken)
+        monkeypatch.delenv("NST_DEBUG", raising=False)
+        response = client.get("/api/jobs")
+        assert response.status_code == 500
+        assert one_line(response) == "unexpected failure (RuntimeError: a bug); set NST_DEBUG=1 for the traceback"
+        assert client.get("/api/plugins").status_code == 200  # the server goes on
+    err = capfd.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines == ["nst studio: GET /api/jobs: unexpected failure (RuntimeError: a bug); set NST_DEBUG=1 for the "
+                     "traceback"], err
 
 
 def test_token_host_and_origin_checks(studio):

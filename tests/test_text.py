@@ -183,7 +183,8 @@ def test_cli_font_transfer_with_two_pairs_guides_and_backgrounds(run_cli, pair, 
                                 "--text", "T", "-o", out, "--save-guides", guides, "-q")
     assert code == 0, err
     assert "2 example(s)" in stdout
-    assert sorted(p.name for p in guides.iterdir()) == ["source1_distance.png", "source2_distance.png", "target_distance.png"]
+    assert sorted(p.name for p in guides.iterdir()) == [".nst-written.jsonl", "source1_distance.png", "source2_distance.png",
+                                                        "target_distance.png"]
     target = save(np.where(cross, 1.0, 0.0), tmp_path / "T.png")  # light on dark this time
     for mode, out_name, channels in (("synthesize", "syn.png", "RGB"), ("transparent", "alpha.png", "RGBA")):
         code, _, err = run_cli("text", "-s", pair[0], "--styled", pair[1], "--target", target, "-o",

@@ -13,7 +13,7 @@ from PIL import Image
 av = pytest.importorskip("av")
 pytest.importorskip("cv2")
 
-from conftest import gradient_image, one_error_line  # noqa: E402
+from conftest import error_after_notes, gradient_image, one_error_line  # noqa: E402
 
 from nst.core.johnson import TransformerNet, save_model  # noqa: E402
 from nst.plugins.video import flow as fl  # noqa: E402
@@ -162,7 +162,7 @@ def test_temporal_consistency_cuts_flicker(clip, tiny_model, tmp_path):
     steady = stylize_video(clip, (), tmp_path / "steady", **args)
     assert plain.frames == steady.frames == 8
     assert steady.flicker < 0.6 * plain.flicker, (steady.flicker, plain.flicker)
-    frames = [np.asarray(Image.open(p)) for p in sorted((tmp_path / "steady").iterdir())]
+    frames = [np.asarray(Image.open(p)) for p in sorted((tmp_path / "steady").glob("frame_*.png"))]
     assert len(frames) == 8 and abs(flicker(views(), frames, fl.estimator("dis")) - steady.flicker) < 0.5 * steady.flicker
 
 
@@ -202,16 +202,21 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(clip, tiny_mod
     assert all(np.array_equal(x, y) for x, y in zip(a, b)) and len(a) == len(b) == 8
 
 
+def shots(folder: Path, frames: int) -> Path:
+    """FOLDER holding FRAMES views as s00.png, s01.png, ..."""
+    folder.mkdir()
+    for i, frame in enumerate(views(frames=frames)):
+        Image.fromarray(frame).save(folder / f"s{i:02d}.png")
+    return folder
+
+
 def test_frames_folder_in_and_out(tmp_path, tiny_model, run_cli):
-    src = tmp_path / "shots"
-    src.mkdir()
-    for i, frame in enumerate(views(frames=4)):
-        Image.fromarray(frame).save(src / f"s{i:02d}.png")
+    src = shots(tmp_path / "shots", 4)
     out = tmp_path / "styled"
     code, stdout, err = run_cli("video", str(src / "*.png"), "-o", out, "--method", "johnson", "--model", tiny_model,
                                 "--fps", "30", "-q")
     assert code == 0, err
-    assert sorted(p.name for p in out.iterdir()) == [f"frame_{i:06d}.png" for i in range(4)]
+    assert sorted(p.name for p in out.iterdir()) == [".nst-written.jsonl", *[f"frame_{i:06d}.png" for i in range(4)]]
     assert Image.open(out / "frame_000000.png").size == (96, 64) and "30 fps" in stdout
     code, _, err = run_cli("video", src, "-o", src, "--method", "johnson", "--model", tiny_model, "-q")
     assert code == 2 and "input" in one_error_line(err)
@@ -219,13 +224,13 @@ def test_frames_folder_in_and_out(tmp_path, tiny_model, run_cli):
     assert code == 2 and "--overwrite" in one_error_line(err)
 
 
-def test_output_is_never_an_input_nor_overwritten(clip, tiny_model, tmp_path, run_cli):
+def test_output_is_never_an_input_and_a_named_file_is_replaced(clip, tiny_model, tmp_path, run_cli):
     code, _, err = run_cli("video", clip, "-o", clip, "--method", "johnson", "--model", tiny_model, "-q")
     assert code == 2 and "input" in one_error_line(err)
     existing = tmp_path / "taken.mp4"
     existing.write_bytes(b"mine")
     code, _, err = run_cli("video", clip, "-o", existing, "--method", "johnson", "--model", tiny_model, "-q")
-    assert code == 2 and "--overwrite" in one_error_line(err) and existing.read_bytes() == b"mine"
+    assert code == 0 and probe(existing)["frames"], err  # the file the user named is replaced, as cp does
 
 
 def test_bad_inputs_give_one_line(tmp_path, tiny_model, run_cli):
@@ -334,3 +339,67 @@ def test_torchrun_two_ranks_split_the_frames(clip, tiny_model, tmp_path):
     assert all(np.array_equal(x, y) for x, y in zip(a[:4], b[:4]))
     assert max(np.abs(x - y).max() for x, y in zip(a[4:], b[4:])) <= 1
     assert not work_folder(out).exists()
+
+
+# --- what nst reads back or finds in place: checked, never taken for its own ---------------------------------------------
+
+def digest(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_a_work_folder_and_a_video_read_back_are_checked(clip, tiny_model, tmp_path, run_cli):
+    args = ["--method", "johnson", "--model", tiny_model, "-q"]
+    out = tmp_path / "out.mp4"
+    with pytest.raises(KeyboardInterrupt):
+        stylize_video(clip, (), out, method="johnson", model=str(tiny_model), note=quiet, plugins=[StopAt(3)])
+    work = work_folder(out)
+    Image.new("RGB", (20, 10)).save(work / "frame_000002.png")  # a frame of another size
+    code, _, err = run_cli("video", clip, "-o", out, "--resume", *args)
+    assert code == 1 and "frame_000002.png: is 20x10 px, the video's frames are 96x64" in error_after_notes(err)
+    (work / "job.json").write_text('{"world": ' * 30_000)  # a job file that is not one
+    code, _, err = run_cli("video", clip, "-o", out, "--resume", *args)
+    assert code == 1 and "has no job.json that nst wrote" in error_after_notes(err)
+    (work / "mine.txt").write_text("the user's")  # --overwrite clears only what nst wrote there
+    code, _, err = run_cli("video", clip, "-o", out, "--overwrite", *args)
+    assert code == 1 and "holds files nst did not write" in error_after_notes(err)
+    assert (work / "mine.txt").read_text() == "the user's" and not out.exists()
+
+    damaged = tmp_path / "damaged.mp4"
+    data = clip.read_bytes()
+    damaged.write_bytes(data[:len(data) // 2] + bytes(4096) + data[len(data) // 2 + 4096:])  # frames cut mid-stream
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    for source in (damaged, cut):
+        code, _, err = run_cli("video", source, "-o", tmp_path / f"s-{source.name}", *args)
+        assert code == 1 and error_after_notes(err).startswith(f"error: {source}: "), err
+        assert "damaged" in err or "not a video PyAV can read" in err
+
+    dot = make_video(tmp_path / "dot.mp4", [np.full((2, 2, 3), 90, np.uint8)] * 2, audio=False)
+    code, _, err = run_cli("video", dot, "-o", tmp_path / "dot-out.mp4", *args)
+    assert code == 1 and "its 2x2 px frames are, under the 16 px minimum on each side; give --size" in error_after_notes(err)
+
+
+def test_a_frames_folder_replaces_only_frames_nst_wrote(tmp_path, tiny_model, run_cli):
+    src = shots(tmp_path / "shots", 3)
+    out = tmp_path / "styled"
+    out.mkdir()
+    (out / "frame_000001.png").write_bytes(b"the user's frame")
+    (out / "notes.txt").write_text("the user's notes")
+    before = digest(out)
+    args = ["video", src, "-o", out, "--method", "johnson", "--model", tiny_model, "-q"]
+    for flags, fragment in (([], "exists; add --overwrite"), (["--overwrite"], "was not written there by nst")):
+        code, _, err = run_cli(*args, *flags)
+        assert code == 2 and fragment in error_after_notes(err) and digest(out) == before
+    (out / "frame_000001.png").unlink()
+    assert run_cli(*args)[0] == 0 and len(list(out.glob("frame_*.png"))) == 3
+    from nst.core.files import Manifest
+
+    for i in range(3, 5):  # frames of a longer earlier run, one nst's, one the user's
+        (out / f"frame_00000{i}.png").write_bytes(b"stale")
+    Manifest(out).record([out / "frame_000003.png"])
+    code, _, err = run_cli(*args, "--overwrite")
+    assert code == 2 and "frame_000004.png exists and was not written there by nst" in error_after_notes(err)
+    (out / "frame_000004.png").unlink()
+    assert run_cli(*args, "--overwrite")[0] == 0  # nst's stale frame goes, its frames are replaced
+    assert sorted(p.name for p in out.glob("frame_*.png")) == [f"frame_00000{i}.png" for i in range(3)]
+    assert (out / "notes.txt").read_text() == "the user's notes"

@@ -85,7 +85,7 @@ def test_registry_resolves_names_and_paths(tmp_path):
     assert reg.resolve("a").name == "a"
     local = reg.resolve(str(tmp_path / "mine.pth"))
     assert local.kind == "local" and local.status() == "missing"
-    with pytest.raises(NSTError, match="does not exist"):
+    with pytest.raises(NSTError, match="no such file"):
         local.fetch()
     with pytest.raises(NSTError, match="unknown weights 'nope'.*known: a"):
         reg.resolve("nope")

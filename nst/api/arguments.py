@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from nst.errors import NSTError, UsageError
+from nst.errors import FieldError, NSTError, UsageError
 from nst.host import PluginHost
 from nst.settings.configfile import read_config
 
@@ -21,10 +21,10 @@ def blend_weights(blend: list[float] | None, count: int) -> list[float]:
         return []
     weights = blend if blend is not None else [1.0] * count
     if len(weights) != count:
-        raise UsageError(f"style_blend has {len(weights)} weight(s) for {count} style image(s)")
+        raise FieldError("style_blend", f"has {len(weights)} weight(s) for {count} style image(s)")
     total = sum(weights)
     if total <= 0:
-        raise UsageError("style_blend weights must not all be 0")
+        raise FieldError("style_blend", "the weights must not all be 0")
     return [w / total for w in weights]
 
 
@@ -70,8 +70,10 @@ def image_list(styles: Any) -> list:
     return list(styles)
 
 
-def check_call(note: Any, output: Any, host: Any) -> None:
+def check_call(note: Any, output: Any, host: Any, overwrite: Any = False) -> None:
     """One clear error for API arguments of the wrong type (instead of a TypeError deep inside)."""
+    if not isinstance(overwrite, bool):
+        raise UsageError(f"overwrite must be True or False, got {overwrite!r}")
     if not callable(note):
         raise UsageError(f"note must be a function taking a message, got {note!r}")
     if output is not None and not isinstance(output, (str, os.PathLike)):

@@ -2,12 +2,13 @@
 back by --resume only when they were made with the same settings, plugins and number of processes."""
 from __future__ import annotations
 
+import math
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from nst.core.files import atomic_path
+from nst.core.files import atomic_path, check_input_file
 from nst.core.johnson import build_network
 from nst.errors import NSTError, UsageError
 from nst.runtime.distributed import rank_and_world
@@ -33,18 +34,48 @@ def save_checkpoint(path: Path, settings: TrainSettings, net, opt, step: int, hi
 CHECKPOINT_KEYS = ("config", "net_config", "net", "opt", "step", "history", "skipped")
 
 
+def damage(state) -> str | None:
+    """What is wrong with a checkpoint's entries (a checkpoint read back is data), or None: step a whole number
+    of steps done, history one row of finite numbers per step, skipped file names, world a process count."""
+    def whole(value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    step, history, skipped = state["step"], state["history"], state["skipped"]
+    if not whole(step) or step < 1:
+        return f"step {str(step)[:20]}"
+    if not isinstance(history, list) or len(history) != step or not all(
+            isinstance(row, dict) and whole(row.get("step")) and all(
+                isinstance(k, str) and isinstance(v, (int, float)) and math.isfinite(v) for k, v in row.items())
+            for row in history):
+        return "loss history"
+    if not isinstance(skipped, list) or not all(isinstance(s, str) for s in skipped):
+        return "skipped photos"
+    if not whole(state.get("world", 1)) or state.get("world", 1) < 1:
+        return f"world {str(state.get('world'))[:20]}"
+    if not all(isinstance(state[k], dict) for k in ("config", "net_config", "net", "opt")) or \
+            not isinstance(state.get("plugins", {}), dict):
+        return "settings"
+    return None
+
+
 def load_checkpoint(path: Path, settings: TrainSettings, net, opt, device, architectures,
                      plugins: dict[str, dict[str, str]]) -> tuple[int, list, list]:
     """Restore NET and OPT from the checkpoint at PATH, rebuilt through the architecture registry."""
-    if not path.is_file():
+    if not path.exists():
         raise NSTError(f"--resume: no checkpoint {path} (checkpoints are written every --checkpoint-every steps)")
+    check_input_file(path, "a checkpoint")
     try:
         state = torch.load(path, map_location=device, weights_only=True)
+        if not isinstance(state, dict):
+            raise TypeError("not a dict")
         missing = [k for k in CHECKPOINT_KEYS if k not in state]
     except Exception:
         raise NSTError(f"{path}: damaged checkpoint; start over with --overwrite") from None
     if missing:
         raise NSTError(f"{path}: damaged checkpoint (no '{missing[0]}' entry); start over with --overwrite")
+    problem = damage(state)
+    if problem:
+        raise NSTError(f"{path}: damaged checkpoint ({problem}); start over with --overwrite")
     saved = state["config"]
     differ = [k for k in ("size", "batch_size", "width", "blocks", "lr", "content_weight", "style_weight", "tv_weight", "seed",
                           "style_size", "content_layers", "style_layers", "pooling",

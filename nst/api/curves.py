@@ -21,12 +21,11 @@ def write_csv(path: Path, history: list[dict[str, float]]) -> None:
 
 
 def write_plot(path: Path, history: list[dict[str, float]], title: str) -> None:
-    import matplotlib
+    """A figure of its own (no pyplot state, which an interrupted plot would leave broken for the next)."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    fig = Figure(figsize=(7, 4), dpi=100)
+    ax = fig.subplots()
     steps = [row["step"] for row in history]
     for n in [k for k in history[0] if k != "step"] if history else []:
         ax.plot(steps, [max(row[n], 1e-12) for row in history], label=n, linewidth=1)
@@ -35,7 +34,6 @@ def write_plot(path: Path, history: list[dict[str, float]], title: str) -> None:
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, format="png")
-    plt.close(fig)
 
 
 def write_loss_curves(model: Path, history: list[dict[str, float]]) -> None:

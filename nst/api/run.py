@@ -30,9 +30,10 @@ from nst.settings import Settings, make_settings
 
 @dataclass
 class Result:
-    """image: (1, 3, H, W) in [0, 1] on the CPU (None with plan=True); summary: figures from the run and its
-    plugins; written: the files the run wrote (the output and any plugin's side outputs, then snapshots);
-    plan: the memory plan the method made (with plan=True the run stops there and writes nothing)."""
+    """image: (1, 3, H, W) in [0, 1] on the CPU, as written (None with plan=True); summary: figures from the run and
+    its plugins; written: the files the run wrote together (the output and any plugin's side outputs); snapshots:
+    the save_every images; plan: the memory plan the method made (with plan=True the run stops there and writes
+    nothing)."""
 
     image: torch.Tensor | None
     summary: dict[str, Any] = field(default_factory=dict)
@@ -47,19 +48,21 @@ class Result:
 def run(content, styles: Iterable = (), *, plugins: Iterable[str | object] = (),
         options: dict[str, dict[str, Any]] | None = None, output: str | Path | None = None,
         config: str | Path | None = None, progress: bool = False, note: Callable[[str], None] | None = None,
-        host: PluginHost | None = None, **settings: Any) -> Result:
+        host: PluginHost | None = None, overwrite: bool = False, **settings: Any) -> Result:
     """Run a style transfer. CONTENT and STYLES: paths, PIL images or (3, H, W) / (1, 3, H, W) tensors
     (floats in [0, 1] or uint8).
 
     plugins: names of installed plugins, or plugin objects registered for this call only.
     options: {plugin: {key: value}}; settings: any field of nst.settings.Settings (size, steps, ...);
     config: a TOML file with the same keys (explicit arguments win).
-    output: where to write the result; plugins' side outputs (e.g. depth.save) are written with it, all
-    or none, and save_every snapshots go next to it. Without it only the side outputs are written.
+    output: where to write the result (an existing file is replaced); plugins' side outputs (e.g. depth.save) are
+    written with it, all or none, and save_every snapshots go next to it. Without it only the side outputs are
+    written. overwrite: side outputs may replace the files of those names that nst wrote in their folders before
+    (without it an existing one is refused).
     The caller's torch RNG and flush-denormal mode are left as they were.
     """
     note = note or note_line
-    check_call(note, output, host)
+    check_call(note, output, host, overwrite)
     names, objects = split_plugins(plugins)
     names, options, settings = merge_config(config, names, options, settings)
     run_settings: Settings = make_settings(settings)
@@ -67,7 +70,7 @@ def run(content, styles: Iterable = (), *, plugins: Iterable[str | object] = (),
     styles = image_list(styles)
     for name in names:
         host.check_plugin(name)
-    outputs = Outputs(input_paths(content, styles, run_settings.model, run_settings.weights, options=options))
+    outputs = Outputs(input_paths(content, styles, run_settings.model, run_settings.weights, options=options), overwrite)
     if output is not None:
         outputs.reserve(check_output_path(output))
         check_depth(Path(output), run_settings.bit_depth)
@@ -122,7 +125,8 @@ def run(content, styles: Iterable = (), *, plugins: Iterable[str | object] = (),
     image = image.detach().float().cpu().clamp(0, 1)
     if output is not None:
         record = run_record(run_settings, content, styles, names, {k: resolved[k] for k in active if resolved.get(k)})
-        outputs.add(output, print_writer(image, output, run_settings.bit_depth, read_extras(content), record))
+        outputs.add(output, print_writer(image, output, run_settings.bit_depth, read_extras(content, note),
+                                                 record))
     written = outputs.commit()
     return Result(image, ctx.summary, snapshots.written if snapshots else [], written, ctx.plan)
 
@@ -140,7 +144,7 @@ def _run_method(ctx: RunContext, method: Method) -> torch.Tensor:
         if not torch.isfinite(image).all():
             raise NSTError(f"method '{method.name}' produced NaN or inf pixels; lower the loss weights or --lr")
         image = colors.finish(ctx.settings.preserve_colors, image, ctx.content)
-        image = ctx.hooks.postprocess(ctx, image)
+        image = ctx.hooks.postprocess(ctx, image)  # each result checked: (1, 3, H, W), finite
     except torch.cuda.OutOfMemoryError as exc:
         error = exc
         raise NSTError(f"CUDA ran out of memory at size {ctx.settings.size}; try a smaller size, fewer scales or "

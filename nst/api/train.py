@@ -188,8 +188,8 @@ def train_loop(ctx: RunContext, net, encoder, photos, data, names: list[str], ou
         nonlocal saved
         if rank == 0 and step > saved:
             save_checkpoint(ckpt, settings, net, opt, step, history, skipped, plugins)
+            saved = step  # before the curves: a Ctrl-C while they are drawn leaves a checkpoint that counts
             write_loss_curves(ckpt, history)
-            saved = step
 
     try:
         for batch, bad in loader:
@@ -222,7 +222,10 @@ def train_loop(ctx: RunContext, net, encoder, photos, data, names: list[str], ou
             if step % settings.checkpoint_every == 0 and step < settings.steps:
                 checkpoint()
     except KeyboardInterrupt:
-        checkpoint()
+        try:
+            checkpoint()
+        except Exception as exc:  # a full disk, say: the Ctrl-C still ends the training as one
+            ctx.note(f"interrupted; the checkpoint of step {step} could not be written ({exc})")
         if rank == 0 and saved > start:
             ctx.note(f"interrupted at step {step}; checkpoint saved, continue with --resume")
         raise

@@ -11,6 +11,13 @@ from pathlib import Path
 from nst.errors import UsageError
 
 METHODS = ("gatys", "johnson", "stroke", "arbitrary", "analogy", "text")
+NUMBER, TEXT, WHOLE, CURVE = "number", "text", "whole", "curve"
+CELL_FIELDS = {  # what each kind of cell holds (results.json is read back by --resume: cells are checked against it)
+    "time": {"method": TEXT, "size": WHOLE, "seconds": NUMBER},
+    "train": {"arch": TEXT, "styles": WHOLE, "steps": WHOLE, "seconds": NUMBER, "model_mb": NUMBER, "curve": CURVE},
+    "grid": {"method": TEXT, "photo": TEXT, "style": TEXT, "image": TEXT},
+    "scale": {"method": TEXT, "styles": WHOLE, "seconds": NUMBER},
+}
 SECTIONS = {
     "time": "1. Time per image by size",
     "train": "2. Training time per model",
@@ -72,6 +79,34 @@ class BenchPlan:
 
     def grid_style_paths(self) -> list[Path]:
         return self.styles[: self.grid_styles]
+
+
+def cell_problem(key: str, cell) -> str | None:
+    """What is wrong with CELL (read back from results.json) for the cell KEY, or None: a dict holding the fields
+    its kind needs (CELL_FIELDS) and only numbers, None, text or loss curves, or an error / skipped line."""
+    import math
+
+    def number(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    def curve(v) -> bool:
+        return isinstance(v, dict) and all(isinstance(k, str) and isinstance(s, list) and all(map(number, s))
+                                           for k, s in v.items())
+
+    kind = key.split("/")[0]
+    if kind not in CELL_FIELDS or not isinstance(cell, dict):
+        return "not a cell of this bench"
+    if set(cell) in ({"error"}, {"skipped"}):
+        return None if isinstance(next(iter(cell.values())), str) else "its message is not text"
+    checks = {NUMBER: number, TEXT: lambda v: isinstance(v, str), CURVE: curve,
+              WHOLE: lambda v: isinstance(v, int) and not isinstance(v, bool)}
+    for name, kind_of in CELL_FIELDS[kind].items():
+        if not checks[kind_of](cell.get(name)):
+            return f"{name} is {str(cell.get(name))[:30]!r}"
+    for name, value in cell.items():
+        if not (value is None or isinstance(value, (int, float, str)) or curve(value)):
+            return f"{name} is {str(value)[:30]!r}"
+    return None
 
 
 def make_plan(device: str, quick: bool, methods: list[str] | None, sizes: list[int] | None, steps: int | None = None,

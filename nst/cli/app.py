@@ -16,7 +16,7 @@ from nst.cli.listings import info, plugins_list, plugins_show, weights_list
 from nst.cli.run import run
 from nst.cli.studio import serve
 from nst.cli.train import train
-from nst.errors import FieldError, NSTError, UsageError, note_line
+from nst.errors import FieldError, NSTError, UsageError, note_line, printable
 from nst.settings.values import as_typed
 
 
@@ -60,7 +60,7 @@ def _warnings_as_notes() -> None:
 
 
 def _fail(message: str, code: int) -> None:
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"error: {printable(message)}", err=True)
     sys.exit(code)
 
 

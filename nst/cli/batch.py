@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from nst.errors import NSTError, UsageError, note_line
+from nst.errors import NSTError, UsageError, note_line, printable
 
 
 def expand_many(first: Path) -> list[Path] | None:
@@ -47,13 +47,14 @@ def output_names(images: list[Path]) -> list[str]:
     raise NSTError("cannot give every input its own output name; put the inputs in one folder with distinct names")
 
 
-def run_many(images: list[Path], styles: list[Path], out_dir: Path, overwrite: bool, quiet: bool, call: dict) -> None:
-    """Stylise each image into OUT_DIR (checked in full before any work); the model stays loaded between images."""
+def run_many(images: list[Path], styles: list[Path], out_dir: Path, quiet: bool, call: dict) -> None:
+    """Stylise each image into OUT_DIR (checked in full before any work: a result nst wrote there before is replaced
+    only with --overwrite, another file never); the model stays loaded between images."""
     import time
 
     from nst.api import run as run_api
     from nst.api.arguments import input_paths
-    from nst.core.files import Outputs
+    from nst.core.files import Manifest, Outputs, check_replace, same_file
     from nst.core.progress import progress_bar
 
     if out_dir.exists() and not out_dir.is_dir():
@@ -61,31 +62,40 @@ def run_many(images: list[Path], styles: list[Path], out_dir: Path, overwrite: b
     if not out_dir.exists() and out_dir.suffix:
         raise UsageError(f"{out_dir}: with several inputs, -o must be a folder (it does not exist; give a name without "
                          "a suffix)")
+    holding = next((p for p in images if same_file(out_dir, p.parent)), None)
+    if holding is not None:  # a folder given as an input is never written into (a second run would read the results)
+        raise UsageError(f"{out_dir}: is the folder of the input {holding.name}; choose another output folder")
     targets = [out_dir / n for n in output_names(images)]
-    plan = Outputs(input_paths(images, styles, call.get("model"), call.get("weights")))
+    shared = input_paths(styles, call.get("model"), call.get("weights"))  # what every image's run reads
+    plan = Outputs([*input_paths(images), *shared])
     for target in targets:
         plan.reserve(target, make_folder=True)
     existing = [t for t in targets if t.exists()]
-    if existing and not overwrite:
+    if existing and not call["overwrite"]:
         raise UsageError(f"{len(existing)} result(s) already exist in {out_dir} (e.g. {existing[0].name}); add "
-                         "--overwrite "
-                         "to replace them")
+                         "--overwrite to replace them")
+    for target in targets:
+        check_replace(target, out_dir, True)  # replaced: only results nst wrote there, unchanged since
     out_dir.mkdir(parents=True, exist_ok=True)
+    manifest = Manifest(out_dir)
     started, failed = time.perf_counter(), []
     with progress_bar(disable=quiet, transient=True, unit="image") as bar:
         task = bar.add_task("stylising", total=len(images))
         for path, target in zip(images, targets):
             try:
                 run_api(path, styles, output=target, progress=False, **call)
-                typer.echo(f"  {path} -> {target}")
+                manifest.record([target])
+                typer.echo(printable(f"  {path} -> {target}"))
             except UsageError:
                 raise
             except NSTError as exc:
+                if any(str(p) in str(exc) for p in shared):  # a bad model or style fails every image: stop at once
+                    raise
                 failed.append(path)
                 note_line(str(exc))
             bar.advance(task)
     seconds = time.perf_counter() - started
     done = len(images) - len(failed)
-    typer.echo(f"wrote {done} image(s) to {out_dir} ({seconds:.1f} s, {done / seconds:.1f} images/s)")
+    typer.echo(printable(f"wrote {done} image(s) to {out_dir} ({seconds:.1f} s, {done / seconds:.1f} images/s)"))
     if failed:
         raise NSTError(f"{len(failed)} image(s) could not be stylised (see the notes above)")

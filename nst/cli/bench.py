@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from nst.errors import note_line
+from nst.errors import note_line, printable
 
 
 def bench(
@@ -51,5 +51,5 @@ def bench(
                         steps=steps, train_steps=train_steps, weights=weights, max_time=max_time, resume=resume,
                         overwrite=overwrite, progress=not quiet, note=note_line)
     failed = [k for k, v in results["cells"].items() if "error" in v]
-    typer.echo(f"wrote {Path(output) / 'report.md'}, report.html and results.json ({len(results['cells'])} cells"
-               f"{f', {len(failed)} failed: see the report' if failed else ''})")
+    typer.echo(printable(f"wrote {Path(output) / 'report.md'}, report.html and results.json ({len(results['cells'])} "
+                         f"cells{f', {len(failed)} failed: see the report' if failed else ''})"))

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from nst.errors import NSTError, UsageError
+from nst.errors import NSTError, UsageError, printable
 
 
 def export(
@@ -35,4 +35,4 @@ def export(
         raise
     except Exception as exc:  # torch's exporter raises its own types (OnnxExporterError, ...)
         raise NSTError(f"ONNX export failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
-    typer.echo(f"wrote {onnx} (style {info.get('style', '?')}, opset {opset})")
+    typer.echo(printable(f"wrote {onnx} (style {info.get('style', '?')}, opset {opset})"))

@@ -60,21 +60,19 @@ def plugins_show(name: Annotated[str, typer.Argument(help="Plugin name, as liste
 
 def info(image: Annotated[Path, typer.Argument(help="An image written by `nst run` (PNG, TIFF or JPEG).",
                                                show_default=False)]) -> None:
-    """Print the run an image was made by: nst version, seed, settings, plugins and options, input files."""
+    """Print the run an image was made by: nst version, seed, settings, plugins and options, input files (text from
+    the file is printed with control characters escaped)."""
+    from nst.errors import printable
     from nst.runtime.run_record import read_run_record
 
     record = read_run_record(image)
-    typer.echo(f"nst {record.get('version', '?')}, seed {record.get('seed', '?')}")
-    typer.echo(f"content: {record.get('content') or '(not a file)'}")
-    for style in record.get("styles") or []:
-        typer.echo(f"style: {style or '(not a file)'}")
-    for name in record.get("plugins") or []:
-        typer.echo(f"plugin: {name}")
-    for plugin, values in (record.get("options") or {}).items():
-        for key, value in values.items():
-            typer.echo(f"set {plugin}.{key} = {value}")
-    for key, value in record["settings"].items():
-        typer.echo(f"{key} = {value}")
+    lines = [f"nst {record.version}, seed {record.seed}", f"content: {record.content or '(not a file)'}",
+             *[f"style: {style or '(not a file)'}" for style in record.styles],
+             *[f"plugin: {name}" for name in record.plugins],
+             *[f"set {plugin}.{key} = {value}" for plugin, values in record.options.items() for key, value in values.items()],
+             *[f"{key} = {value}" for key, value in record.settings.items()]]
+    for line in lines:
+        typer.echo(printable(line))
 
 
 def weights_list() -> None:

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from nst.cli.run import config_keys
-from nst.errors import FieldError, note_line
+from nst.errors import FieldError, note_line, printable
 from nst.settings import TrainSettings
 from nst.settings.flags import with_settings
 from nst.settings.values import as_typed, parse_sets
@@ -47,9 +47,9 @@ def train(
                            options=parse_sets(set_ or []), resume=resume, overwrite=overwrite, config=config,
                            progress=not quiet, note=note_line, **settings)
     except FieldError as exc:
-        raise as_typed(exc, config_keys(config, settings), config) from None
+        raise as_typed(exc, config_keys(config, settings)) from None
     if result.model is not None:
         last = result.losses[-1] if result.losses else {}
-        typer.echo(f"wrote {result.model} ({result.steps} steps, {result.seconds:.1f} s; final loss "
-                   f"{last.get('total', 0):.4g})")
+        typer.echo(printable(f"wrote {result.model} ({result.steps} steps, {result.seconds:.1f} s; final loss "
+                             f"{last.get('total', 0):.4g})"))
         typer.echo(f"  loss curves: {result.model.name}.losses.csv, {result.model.name}.losses.png")

@@ -72,7 +72,8 @@ class RunContext:
     total_steps: set by the method when it knows how many on_step calls will come; weights: the registry
     of weight sources; architectures: the registry of network architectures (name -> build(config));
     outputs: the files this run writes (nst.core.files.Outputs): a plugin writing files reserves their paths
-    in nst_prepare (`ctx.outputs.reserve(path)`, checked against the inputs) and queues them with
+    in nst_prepare (`ctx.outputs.reserve(folder / name, make_folder=True, within=folder)` for a name it chooses in
+    the user's folder: checked against the inputs and the overwrite rule) and queues them with
     `ctx.outputs.add(path, write)`, so they appear together with the result or not at all. on_tile(done,
     total): tiled work reports its tiles (within the current step) to the progress display, when there is one;
     plan: the memory plan the method made (nst.core.planner.MemoryPlan), if any.

@@ -100,11 +100,19 @@ class RunHooks:
             pass
 
     def postprocess(self, ctx, image: torch.Tensor) -> torch.Tensor:
-        """Each plugin's nst_postprocess in turn, each given the previous one's result."""
+        """Each plugin's nst_postprocess in turn, each given the previous one's result, which must be a finite
+        (1, 3, H, W) image."""
         for impl in self._impls("nst_postprocess"):
             result = self._call(impl, "nst_postprocess", ctx=ctx, image=image)
-            if result is not None:
-                image = result
+            if result is None:
+                continue
+            if not isinstance(result, torch.Tensor) or result.dim() != 4 or result.shape[:2] != (1, 3) \
+                    or result.shape[2] * result.shape[3] == 0:
+                got = tuple(result.shape) if isinstance(result, torch.Tensor) else type(result).__name__
+                raise NSTError(f"plugin '{impl.plugin_name}': nst_postprocess returned {got}, not a (1, 3, H, W) image")
+            if not torch.isfinite(result).all():
+                raise NSTError(f"plugin '{impl.plugin_name}': nst_postprocess returned NaN or inf pixels")
+            image = result
         return image
 
     def finish(self, ctx, result, error: BaseException | None) -> None:

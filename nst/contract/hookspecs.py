@@ -49,11 +49,14 @@ def nst_register_methods(register: Callable[..., None]) -> None:
 def nst_plugin_options(register: Callable[..., None]) -> None:
     """Declare this plugin's typed options.
 
-    Call ``register(key, type, default, help="", choices=None, min=None, max=None)``; ``type`` is
-    bool, int, float, str, pathlib.Path or a list of one of the last four (``list[int]``, ...); a
-    default of None makes the option optional. Users set them with ``--set PLUGIN.KEY=VALUE``, a
-    ``[set.PLUGIN]`` table in the config file, or ``options={"PLUGIN": {"KEY": value}}`` in the API;
-    ``nst plugins show PLUGIN`` lists them.
+    Call ``register(key, type, default, help="", choices=None, min=None, max=None, file=None)``; ``type``
+    is bool, int, float, str, pathlib.Path or a list of one of the last four (``list[int]``, ...); a
+    default of None makes the option optional. ``file="out"`` marks an option that makes the plugin write
+    files (a folder for side outputs): it is never replayed from a run record (``--config-from``), and the
+    files go through ``ctx.outputs.reserve(path, within=folder)``. Path options name files the plugin reads
+    (``file="in"``, implied): a record shows them and replays them only with ``--recorded-files``. Users set
+    options with ``--set PLUGIN.KEY=VALUE``, a ``[set.PLUGIN]`` table in the config file, or
+    ``options={"PLUGIN": {"KEY": value}}`` in the API; ``nst plugins show PLUGIN`` lists them.
     """
 
 

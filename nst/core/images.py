@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from nst.core.files import atomic_path, check_writable
+from nst.core.files import atomic_path, check_input_file, check_writable
 from nst.errors import NSTError
 
 SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF", ".webp": "WEBP", ".bmp": "BMP"}
@@ -107,11 +107,7 @@ def load_image(path: str | os.PathLike, note: Note = _quiet) -> torch.Tensor:
     """
     import warnings
 
-    path = Path(path)
-    if not path.exists():
-        raise NSTError(f"{path}: no such file")
-    if path.is_dir():
-        raise NSTError(f"{path}: is a folder, not an image")
+    path = check_input_file(path, "an image")
     if path.stat().st_size == 0:
         raise NSTError(f"{path}: empty file (0 bytes)")
     limit = Image.MAX_IMAGE_PIXELS

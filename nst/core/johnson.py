@@ -18,13 +18,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from nst.core.blockconv import output_conv
-from nst.core.files import atomic_path
+from nst.core.files import atomic_path, check_input_file
 from nst.core.tiles import TileableNorm, instance_norm
 from nst.errors import NSTError
 
 FORMAT = "nst-johnson"
 ARCH_VERSION = 1
 Architectures = dict[str, Callable[[dict], nn.Module]]
+MAX_CHANNELS, MAX_BLOCKS, MAX_STYLES = 4096, 64, 4096  # a model file's config beyond these is not a network nst made
+INFO_TYPES = {"style": str, "styles": list, "about": str, "steps": int}  # the info keys nst reads back
 
 
 def padded_conv(c_in: int, c_out: int, k: int, stride: int = 1) -> nn.Sequential:
@@ -143,16 +145,39 @@ class MultiStyleNet(nn.Module):
         return layer(self.out, y, act=torch.sigmoid, apply=output_conv)[..., :h, :w]
 
 
+def config_int(config: dict[str, Any], key: str, default: int, top: int, low: int = 1) -> int:
+    """CONFIG[KEY] (DEFAULT when absent), an int in [LOW, TOP]; one NSTError naming the key otherwise (the config
+    of a model file is data read back: a crafted one must not build a network of any size)."""
+    value = config.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= top:
+        raise NSTError(f"damaged nst model file (metadata config.{key} = {str(value)[:40]!r}: expected a whole number "
+                       f"from {low} to {top})")
+    return value
+
+
+def config_ints(config: dict[str, Any], key: str, default: tuple[int, ...], count: int, top: int) -> list[int]:
+    """CONFIG[KEY] (DEFAULT when absent): COUNT ints in [1, TOP]."""
+    values = config.get(key, default)
+    if not isinstance(values, (list, tuple)) or len(values) != count:
+        raise NSTError(f"damaged nst model file (metadata config.{key}: expected {count} channel counts)")
+    return [config_int({key: v}, key, 0, top) for v in values]
+
+
 def multistyle_from_config(config: dict[str, Any]) -> MultiStyleNet:
     """build() of the "multistyle" architecture."""
-    return MultiStyleNet(int(config.get("styles", 1)), config.get("contract", (32, 64, 128)), int(config.get("blocks", 5)),
-                         config.get("expand", (64, 32)), bool(config.get("bias", False)))
+    return MultiStyleNet(config_int(config, "styles", 1, MAX_STYLES), config_ints(config, "contract", (32, 64, 128), 3,
+                                                                                MAX_CHANNELS),
+                         config_int(config, "blocks", 5, MAX_BLOCKS, 0), config_ints(config, "expand", (64, 32), 2,
+                                                                                     MAX_CHANNELS),
+                         config.get("bias", False) is True)
 
 
 def build_network(config: dict[str, Any], architectures: Architectures) -> nn.Module:
     """The network a model file's CONFIG describes ({"arch": NAME, ...}; no "arch" = johnson), built by
     the registered architectures[NAME](config)."""
     arch = config.get("arch", "johnson")
+    if not isinstance(arch, str):
+        raise NSTError(f"damaged nst model file (metadata config.arch = {str(arch)[:40]!r}: expected a name)")
     if arch not in architectures:
         known = ", ".join(sorted(architectures)) or "none"
         raise NSTError(f"made with network architecture '{arch}', which no installed plugin registers (known: {known})")
@@ -161,7 +186,7 @@ def build_network(config: dict[str, Any], architectures: Architectures) -> nn.Mo
 
 def johnson_from_config(config: dict[str, Any]) -> TransformerNet:
     """build() of the "johnson" architecture."""
-    return TransformerNet(int(config.get("width", 32)), int(config.get("blocks", 5)))
+    return TransformerNet(config_int(config, "width", 32, MAX_CHANNELS), config_int(config, "blocks", 5, MAX_BLOCKS, 0))
 
 
 def save_model(net: nn.Module, path: str | os.PathLike, info: dict[str, Any]) -> Path:
@@ -181,9 +206,7 @@ def read_model_meta(path: str | os.PathLike) -> dict[str, str]:
     """The metadata of an nst model file, checking it is ours and of a supported architecture version."""
     from safetensors import safe_open
 
-    path = Path(path)
-    if not path.is_file():
-        raise NSTError(f"{path}: model file not found")
+    path = check_input_file(path, "a model file")
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
@@ -210,8 +233,13 @@ def load_model(path: str | os.PathLike, architectures: Architectures,
         info = json.loads(meta.get("info", "{}"))
         if not isinstance(config, dict) or not isinstance(info, dict):
             raise ValueError("metadata is not a JSON object")
+        for key, kind in INFO_TYPES.items():
+            value = info.get(key)
+            if value is not None and (not isinstance(value, kind) or isinstance(value, bool)
+                                      or (kind is list and not all(isinstance(v, str) for v in value))):
+                raise ValueError(f"info.{key} is {str(value)[:40]!r}, not {'a list of names' if kind is list else kind.__name__}")
         state = load_file(str(path))
-    except (ValueError, KeyError) as exc:
+    except (ValueError, KeyError, RecursionError) as exc:
         raise NSTError(f"{path}: damaged nst model file (metadata: {exc})") from None
     except Exception as exc:
         raise NSTError(f"{path}: damaged nst model file ({type(exc).__name__})") from None

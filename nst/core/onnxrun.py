@@ -89,7 +89,7 @@ def onnx_runner(net: torch.nn.Module, example: tuple[torch.Tensor, ...], names: 
                 torch.onnx.export(net.cpu().eval(), example, str(tmp), dynamo=False, opset_version=OPSET,
                                   input_names=names, output_names=["output"], dynamic_axes=dynamic)
         options = ort.SessionOptions()
-        options.log_severity_level = 3
+        options.log_severity_level = 4  # fatal only: a failure reaches the user as one line, not as a raw log line
         options.intra_op_num_threads = torch.get_num_threads()
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:

@@ -7,22 +7,27 @@ number of workers or ranks.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset, Sampler
 
 from nst.core.images import load_image, resize
-from nst.errors import NSTError
+from nst.errors import NSTError, UsageError
 
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 
 
 def find_photos(root: str | Path) -> list[Path]:
     """Every .jpg/.jpeg/.png/.webp under ROOT (recursive, sorted). Raises NSTError if there are none."""
+    if not isinstance(root, (str, os.PathLike)):
+        raise UsageError(f"data must be the path of a folder of training photos, got {root!r}")
     root = Path(root)
+    if root.is_file():
+        raise NSTError(f"{root}: is a file, not a folder of training photos")
     if not root.is_dir():
-        raise NSTError(f"{root}: training data folder not found")
+        raise NSTError(f"{root}: no such folder (the training photos)")
     photos = sorted(p for p in root.rglob("*") if p.suffix.lower() in PHOTO_SUFFIXES and p.is_file())
     if not photos:
         raise NSTError(f"{root}: no training images ({', '.join(sorted(PHOTO_SUFFIXES))}) in this folder tree")

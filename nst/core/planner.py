@@ -18,7 +18,8 @@ from nst.errors import FieldError, NSTError
 GB = 2 ** 30
 MARGIN = 0.10  # the default budget: free memory less this share (and at least 256 MB)
 UNITS = {"": 1, "b": 1, "k": 2 ** 10, "kb": 2 ** 10, "m": 2 ** 20, "mb": 2 ** 20, "g": GB, "gb": GB, "t": 2 ** 40,
-         "tb": 2 ** 40, "kib": 2 ** 10, "mib": 2 ** 20, "gib": GB, "tib": 2 ** 40}
+         "tb": 2 ** 40, "p": 2 ** 50, "pb": 2 ** 50, "kib": 2 ** 10, "mib": 2 ** 20, "gib": GB, "tib": 2 ** 40,
+         "pib": 2 ** 50}
 MIN_CELL = 64
 
 
@@ -29,7 +30,7 @@ def parse_bytes(text: str, field_name: str = "max_memory") -> int:
         raise FieldError(field_name, f"give a size like 8GB, 512MB or 2.5GiB, got '{text}'")
     value = float(m.group(1)) * UNITS[m.group(2).lower()]
     if not 64 * 2 ** 20 <= value <= 2 ** 50:
-        raise FieldError(field_name, f"{text} is out of range (64MB to 1PB)")
+        raise FieldError(field_name, f"{text} is out of range (64MB to 1PB, got {value:.4g} bytes)")
     return int(value)
 
 

@@ -11,6 +11,7 @@ import json
 import os
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, PngImagePlugin
 
-from nst.core.files import input_file
+from nst.core.files import check_input_file
 from nst.core.images import SAVE_FORMATS, resize, shrink_factor
 from nst.errors import NSTError
 
@@ -34,8 +35,9 @@ class Extras:
     icc: bytes | None = None
 
 
-def read_extras(source) -> Extras:
-    """The alpha channel and ICC profile of SOURCE (a path or a PIL image; anything else has none)."""
+def read_extras(source, note: Callable[[str], None] = lambda _: None) -> Extras:
+    """The alpha channel and ICC profile of SOURCE (a path or a PIL image; anything else has none). A profile
+    that is not a valid ICC profile is left out, with a NOTE."""
     import warnings
 
     if not isinstance(source, (str, os.PathLike, Image.Image)):
@@ -57,7 +59,24 @@ def read_extras(source) -> Extras:
         return Extras()
     finally:
         Image.MAX_IMAGE_PIXELS = limit
+    if icc is not None and not valid_icc(icc):
+        name = Path(source).name if isinstance(source, (str, os.PathLike)) else "the content image"
+        note(f"{name}: its embedded colour profile is not a valid ICC profile; the output is written without it")
+        icc = None
     return Extras(alpha, icc)
+
+
+def valid_icc(data: bytes) -> bool:
+    """Whether DATA parses as an ICC profile (little CMS, through Pillow)."""
+    from io import BytesIO
+
+    from PIL import ImageCms
+
+    try:
+        ImageCms.ImageCmsProfile(BytesIO(data))
+    except Exception:  # PyCMSError, OSError, TypeError: not a profile
+        return False
+    return True
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
@@ -84,7 +103,7 @@ def _pixels(image: torch.Tensor, alpha: torch.Tensor | None, bits: int) -> np.nd
     if alpha is not None:
         t = torch.cat([t, resize(alpha.float(), tuple(t.shape[-2:]))[0]])
     top = 65535.0 if bits == 16 else 255.0
-    arr = t.clamp_(0, 1).mul_(top).add_(0.5).permute(1, 2, 0).numpy()
+    arr = (t.clamp(0, 1) * top + 0.5).permute(1, 2, 0).numpy()  # new tensors: the caller's image stays as it is
     return np.ascontiguousarray(arr.astype(np.uint16 if bits == 16 else np.uint8))
 
 
@@ -149,7 +168,8 @@ def check_depth(path: Path, bits: int) -> None:
 def read_record(path: str | Path) -> dict | None:
     """The run record embedded in an image written by nst (None when it has none); one NSTError for a file
     that is not an image."""
-    path = input_file(path)
+    path = Path(path)
+    check_input_file(path, "an image written by nst")
     if SAVE_FORMATS.get(path.suffix.lower()) == "TIFF" and _has_tifffile():
         import tifffile
 
@@ -177,6 +197,6 @@ def _parse(text: str | None) -> dict | None:
         return None
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested beyond the parser's depth
         return None
     return data.get(KEY) if isinstance(data, dict) and isinstance(data.get(KEY), dict) else None

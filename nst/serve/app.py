@@ -3,11 +3,15 @@ docs/http-api.md), the error handlers (errors are JSON `{"error": "one line"}` w
 
 Every request passes the Guard first: the Host header must be one of ALLOWED_HOSTS (when given: a
 loopback server refuses other names, against DNS rebinding), and every /api call must be same-origin
-and carry the token (when the server has one).
+and carry the token (when the server has one). A failure nobody foresaw is answered 500 with one line and
+logged as one line on the server's console (the traceback only with NST_DEBUG=1).
 """
 from __future__ import annotations
 
 import hmac
+import os
+import sys
+import traceback
 from contextlib import asynccontextmanager
 from importlib.resources import files
 from pathlib import Path
@@ -20,6 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from nst.contract.failures import first_line
+from nst.errors import printable
 from nst.serve.catalog import describe
 from nst.serve.estimate import Estimator
 from nst.serve.forms import Limits
@@ -74,6 +79,36 @@ class Guard:
         return None
 
 
+class Failures:
+    """ASGI middleware: an exception from a route becomes a 500 with the one-line message `nst run` would print,
+    and one line on stderr (uvicorn would print its traceback)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watch(message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception as exc:
+            line = f"unexpected failure ({first_line(exc)}); set NST_DEBUG=1 for the traceback"
+            print(printable(f"nst studio: {scope.get('method')} {scope.get('path')}: {line}"), file=sys.stderr,
+                  flush=True)
+            if os.environ.get("NST_DEBUG"):
+                traceback.print_exception(exc)
+            if not started:
+                await error_response(500, line)(scope, receive, send)
+
+
 def static_files() -> dict[str, bytes]:
     folder = files("nst.serve") / "static"
     return {name: (folder / name).read_bytes() for name in STATIC}
@@ -108,9 +143,8 @@ def create_app(data: str | Path, device: str = "auto", token: str | None = None,
     app.include_router(router)
     app.add_exception_handler(ApiError, lambda _request, exc: error_response(exc.status, exc.message))
     app.add_exception_handler(HTTPException, lambda _request, exc: error_response(exc.status_code, str(exc.detail)))
-    app.add_exception_handler(Exception, lambda _request, exc: error_response(
-        500, f"unexpected failure ({first_line(exc)}); set NST_DEBUG=1 for the traceback"))
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_middleware(Failures)
     app.add_middleware(Guard, token=token, allowed_hosts=allowed_hosts)
     return app
 

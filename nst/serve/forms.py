@@ -8,6 +8,7 @@ options of a file type are refused, and uploads are stored under names the serve
 from __future__ import annotations
 
 import io
+import math
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -122,29 +123,52 @@ def display_name(filename: str | None, fallback: str) -> str:
     return (name[:77] + "...") if len(name) > 80 else (name or fallback)
 
 
-def store_image(data: bytes, name: str, folder: Path, stem: str, limits: Limits) -> str:
+def over(size: float, limit: float, what: str = "limit", unit: str = "MB") -> str:
+    """'30.5 MB is over the studio's upload limit of 25.0 MB' (WHAT: 'upload limit'), with as many decimals as it
+    takes for the two figures to differ (one byte over is not '25.0 MB is over ... 25.0 MB'). UNIT: MB or Mpx."""
+    first = max(1, -math.floor(math.log10(limit / 1e6))) if limit > 0 else 1  # the limit's first figure shows
+    digits = next((d for d in range(first, 7) if f"{size / 1e6:.{d}f}" != f"{limit / 1e6:.{d}f}"), 6)
+    return f"{size / 1e6:.{digits}f} {unit} is over the studio's {what} of {limit / 1e6:.{digits}f} {unit}"
+
+
+def store_image(data: bytes, name: str, folder: Path, stem: str, limits: Limits, size: int | None = None) -> str:
     """Check an uploaded image (bytes, pixels, format, a full decode by nst's reader) and write it as
-    FOLDER/STEM.SUFFIX; returns that file name. NAME is the upload's display name for messages."""
+    FOLDER/STEM.SUFFIX; returns that file name. NAME is the upload's display name for messages; SIZE its size in
+    bytes when DATA holds only its beginning."""
+    import warnings
+
     from nst.core.images import load_image
 
-    if len(data) > limits.upload_bytes:
-        raise TooLarge(f"{name}: {len(data) / 1e6:.1f} MB is over the studio's upload limit of "
-                       f"{limits.upload_bytes / 1e6:.1f} MB")
+    size = max(size or 0, len(data))
+    if size > limits.upload_bytes:
+        raise TooLarge(f"{name}: {over(size, limits.upload_bytes, 'upload limit')}")
     if not data:
         raise UsageError(f"{name}: empty file (0 bytes)")
     try:
-        with Image.open(io.BytesIO(data), formats=list(FORMATS)) as img:
+        with warnings.catch_warnings(), Image.open(io.BytesIO(data), formats=list(FORMATS)) as img:
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the studio's own limit follows
             kind, (w, h) = img.format, img.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+    except Image.DecompressionBombError as exc:  # a header claiming more pixels than Pillow will ever decode
+        pixels = re.search(r"\((\d+) pixels\)", str(exc))
+        raise TooLarge(f"{name}: image of {over(int(pixels.group(1)) if pixels else 1e12, limits.pixels, unit='Mpx')}") \
+            from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        if too_large(str(exc)):  # Pillow's own limits: text chunks that decompress beyond them
+            raise TooLarge(f"{name}: {str(exc)[:80]}, over Pillow's limit for images it reads") from None
         raise NotAnImage(f"{name}: not an image file (or a format Pillow cannot read)") from None
     if w * h > limits.pixels:
-        raise TooLarge(f"{name}: image is {w}x{h} ({w * h / 1e6:.0f} Mpx), over the studio's limit of "
-                       f"{limits.pixels / 1e6:.0f} Mpx")
+        raise TooLarge(f"{name}: image is {w}x{h} ({over(w * h, limits.pixels, unit='Mpx')})")
     path = folder / f"{stem}.{FORMATS[kind]}"
     path.write_bytes(data)
     try:
         load_image(path)
     except NSTError as exc:
         path.unlink(missing_ok=True)
-        raise UsageError(str(exc).replace(str(path), name).replace(path.name, name)) from None
+        message = str(exc).replace(str(path), name).replace(path.name, name)
+        raise (TooLarge if too_large(message) else UsageError)(message) from None
     return path.name
+
+
+def too_large(message: str) -> bool:
+    """Whether an image reader's MESSAGE says the image is over a limit (nst's or Pillow's)."""
+    return any(word in message.lower() for word in ("limit", "too large", "too much memory"))

@@ -1,7 +1,9 @@
 """Studio jobs: kept in a folder (one sub-folder per job: inputs, job.json, result.png), run one at a
 time by a worker thread through nst.run(), watched step by step by an in-process plugin.
 
-A job's folder name is its id, 32 random hex digits; request paths never reach the disk.
+A job's folder name is its id, 32 random hex digits; request paths never reach the disk. A job.json read back
+at a restart is data: every field is checked, the job's id is its folder's name whatever the file says, and a
+folder whose job.json is not a job's is skipped with a note (the others load as usual).
 """
 from __future__ import annotations
 
@@ -26,6 +28,8 @@ from nst.errors import NSTError
 from nst.serve.forms import JobRequest, cli_message
 
 FINISHED = ("done", "error", "cancelled")
+STATUSES = ("queued", "running", *FINISHED)
+JOB_BYTES = 16 << 20  # a larger job.json is not one the studio wrote
 ID = re.compile(r"[0-9a-f]{32}")
 INPUT = re.compile(r"(content|style\d{1,2})\.(png|jpg|webp|tif|bmp|gif)")  # the names forms.store_image gives
 HISTORY = 400  # loss points kept per job (thinned to every other point beyond this)
@@ -74,12 +78,32 @@ class Job:
         return data
 
     @classmethod
-    def from_record(cls, data: dict[str, Any]) -> Job:
-        data = dict(data)
-        data["request"] = JobRequest(**data["request"])
-        if not data["inputs"] or not all(isinstance(n, str) and INPUT.fullmatch(n) for n in data["inputs"]):
-            raise ValueError(f"unexpected input file names {data['inputs']!r}")
-        return cls(**data)
+    def from_record(cls, job_id: str, data: Any) -> Job:
+        """The job JOB_ID (its folder's name) from what its job.json holds; ValueError naming the first field that
+        is not what the studio writes."""
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        request = data.get("request")
+        if not isinstance(request, dict) or set(request) != {"fields", "plugins", "sets"} or not (
+                _texts(request["fields"]) and _strings(request["plugins"]) and _strings(request["sets"])):
+            raise ValueError("request")
+        checks = {"inputs": lambda v: _strings(v) and v and all(INPUT.fullmatch(n) for n in v),
+                  "input_names": lambda v: _strings(v) and len(v) == len(data.get("inputs") or []),
+                  "created": _number, "status": lambda v: v in STATUSES, "step": _whole,
+                  "total": lambda v: v is None or _whole(v), "error": lambda v: v is None or isinstance(v, str),
+                  "losses": lambda v: isinstance(v, dict) and all(x is None or _number(x) for x in v.values()),
+                  "history": lambda v: isinstance(v, list) and all(
+                      isinstance(h, list) and len(h) == 2 and _whole(h[0]) and isinstance(h[1], dict) for h in v),
+                  "notes": _strings, "finished": lambda v: v is None or _number(v),
+                  "summary": lambda v: isinstance(v, dict) and all(isinstance(x, (int, float, str, bool)) for x in v.values())}
+        values = {}
+        for name, check in checks.items():
+            if name in data or name in ("inputs", "input_names"):
+                if not check(data.get(name)):
+                    raise ValueError(name)
+                values[name] = data[name]
+        return cls(job_id, JobRequest(dict(request["fields"]), list(request["plugins"]), list(request["sets"])),
+                   **values)
 
     def public(self, history: bool = True) -> dict[str, Any]:
         """The job as the API shows it."""
@@ -89,6 +113,22 @@ class Job:
         data["preview"] = f"/api/jobs/{self.id}/preview?v={self.preview_version}" if self.preview_version else None
         data["result"] = f"/api/jobs/{self.id}/result" if self.status == "done" else None
         return data
+
+
+def _strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _texts(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def finite(value: float) -> float | None:
@@ -115,12 +155,16 @@ class JobStore:
         note per job folder that could not be read."""
         notes = []
         for folder in sorted(self.root.iterdir()):
-            if not (folder.is_dir() and ID.fullmatch(folder.name)):
+            if not (folder.is_dir() and ID.fullmatch(folder.name)) or folder.is_symlink():
                 continue
             try:
-                job = Job.from_record(json.loads((folder / "job.json").read_text()))
-            except (OSError, ValueError, TypeError, KeyError) as exc:
-                notes.append(f"{folder}: skipped, not a readable job ({type(exc).__name__})")
+                path = folder / "job.json"
+                if path.is_symlink() or path.stat().st_size > JOB_BYTES:
+                    raise ValueError("not a job.json the studio wrote")
+                job = Job.from_record(folder.name, json.loads(path.read_text(encoding="utf-8")))
+            except (OSError, ValueError, RecursionError) as exc:
+                reason = "unreadable" if isinstance(exc, OSError) else f"damaged: {str(exc)[:60] or 'not JSON'}"
+                notes.append(f"{folder}: skipped, not a job the studio can read ({reason})")
                 continue
             if job.status not in FINISHED:
                 job.status, job.error, job.finished = "error", INTERRUPTED, time.time()

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from nst.errors import NSTError, UsageError
-from nst.serve.forms import Limits, NotAnImage, TooLarge, check_request, cli_message, display_name, store_image
+from nst.serve.forms import Limits, NotAnImage, TooLarge, check_request, cli_message, display_name, over, store_image
 from nst.serve.jobs import FINISHED, ID, Job, JobStore
 
 MEDIA = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
@@ -40,6 +40,14 @@ def job_or_404(request: Request, job_id: str) -> Job:
     if job is None:
         raise ApiError(404, f"no job '{job_id}'" if ID.fullmatch(job_id) else "not a job id (32 hex digits)")
     return job
+
+
+def job_file(request: Request, job: Job, name: str, what: str, **kwargs) -> FileResponse:
+    """A file of JOB's folder, or 404 when it is gone (a job folder is read back: it may have been changed)."""
+    path = request.app.state.store.folder(job.id) / name
+    if not path.is_file() or path.is_symlink():
+        raise ApiError(404, f"job {job.id} has no {what} (its file is missing)")
+    return FileResponse(path, **kwargs)
 
 
 @router.get("/", include_in_schema=False)
@@ -195,7 +203,7 @@ async def job_preview(job_id: str, request: Request) -> Response:
     if job.preview is not None:
         return Response(job.preview, media_type="image/png", headers={"Cache-Control": "no-store"})
     if job.status == "done":
-        return FileResponse(request.app.state.store.folder(job.id) / "result.png", media_type="image/png")
+        return job_file(request, job, "result.png", "result", media_type="image/png")
     raise ApiError(404, f"job {job.id} has no preview yet ({job.status})")
 
 
@@ -206,8 +214,7 @@ async def job_result(job_id: str, request: Request, download: bool = False) -> R
         raise ApiError(409 if job.status in ("queued", "running") else 404,
                        f"job {job.id} has no result ({job.status}{': ' + job.error if job.error else ''})")
     headers = {"Content-Disposition": f'attachment; filename="nst-{job.id[:8]}.png"'} if download else {}
-    return FileResponse(request.app.state.store.folder(job.id) / "result.png", media_type="image/png",
-                        headers=headers)
+    return job_file(request, job, "result.png", "result", media_type="image/png", headers=headers)
 
 
 @router.get("/api/jobs/{job_id}/inputs/{index}")
@@ -215,7 +222,7 @@ async def job_input(job_id: str, index: int, request: Request) -> Response:
     job = job_or_404(request, job_id)
     if not 0 <= index < len(job.inputs):
         raise ApiError(404, f"job {job.id} has inputs 0 to {len(job.inputs) - 1} (0 is the content)")
-    return FileResponse(request.app.state.store.folder(job.id) / job.inputs[index])
+    return job_file(request, job, job.inputs[index], f"input {index}")
 
 
 @router.delete("/api/jobs/{job_id}", status_code=202)
@@ -241,7 +248,7 @@ async def read_form(request: Request, limits: Limits, waiting: int):
         raise ApiError(411, "a Content-Length header is needed (send the form as multipart/form-data)")
     cap = limits.upload_bytes * (limits.styles + 1) + (1 << 20)
     if int(length) > cap:
-        raise ApiError(413, f"request of {int(length) / 1e6:.1f} MB is over the studio's limit of {cap / 1e6:.1f} MB")
+        raise ApiError(413, f"request of {over(int(length), cap, 'request limit')}")
     if waiting >= limits.queue:
         raise ApiError(429, f"{waiting} jobs are waiting already; try again when some have run")
     if not request.headers.get("content-type", "").startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
@@ -264,7 +271,7 @@ async def store_inputs(uploads, source: Job | None, folder: Path, store: JobStor
             data = await upload.read(limits.upload_bytes + 1)
             name = display_name(upload.filename, stem)
             try:
-                names.append(await run_in_threadpool(store_image, data, name, folder, stem, limits))
+                names.append(await run_in_threadpool(store_image, data, name, folder, stem, limits, upload.size))
             except TooLarge as exc:
                 raise ApiError(413, str(exc)) from None
             except NotAnImage as exc:
@@ -273,10 +280,12 @@ async def store_inputs(uploads, source: Job | None, folder: Path, store: JobStor
                 raise ApiError(400, str(exc)) from None
             shown.append(name)
         else:
-            original = source.inputs[index]
-            names.append(stem + Path(original).suffix)
+            original = store.folder(source.id) / source.inputs[index]
+            names.append(stem + original.suffix)
             try:
-                shutil.copyfile(store.folder(source.id) / original, folder / names[-1])
+                if original.is_symlink():  # a job folder is read back: only its own files are copied
+                    raise FileNotFoundError(2, "not a file of the job")
+                shutil.copyfile(original, folder / names[-1])
             except OSError as exc:
                 raise ApiError(404, f"inputs_from: the inputs of job {source.id} cannot be read ({exc.strerror})") from None
             shown.append(source.input_names[index])

@@ -8,7 +8,7 @@ import threading
 import webbrowser
 from pathlib import Path
 
-from nst.errors import NSTError, UsageError
+from nst.errors import NSTError, UsageError, printable
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 LOOPBACK_HOST_HEADERS = ["127.0.0.1", "localhost", "[::1]"]
@@ -66,7 +66,7 @@ def serve(host: str, port: int, device: str, data: Path | None, token: str | Non
     url = f"http://{shown}:{sock.getsockname()[1]}/" + (f"?token={token}" if token else "")
     print(f"nst studio: {url}\n  data in {data}; device {device}; Ctrl-C stops", flush=True)
     for note in app.state.load_notes:
-        print(f"note: {note}", flush=True)
+        print(printable(f"note: {note}"), flush=True)
     if open_page:
         threading.Timer(0.5, webbrowser.open, [url]).start()
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=3))

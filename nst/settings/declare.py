@@ -15,10 +15,10 @@ META = "nst"
 
 
 def setting(default: Any, help: str, *, choices: Iterable | None = None, min: float | None = None,
-            max: float | None = None, group: str = "", shown: str | None = None) -> Any:
+            max: float | None = None, group: str = "", shown: str | None = None, file: str | None = None) -> Any:
     """A dataclass field declared with everything the front-ends show of it (see Option)."""
     meta = {META: dict(help=help, choices=tuple(choices) if choices else None, min=min, max=max, group=group,
-                       shown=shown)}
+                       shown=shown, file=file)}
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda: list(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)

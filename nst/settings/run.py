@@ -55,11 +55,12 @@ class Settings:
                                    "style's histogram to the content.", choices=("none", "luminance", "histogram"),
                                    group=STYLE)
     pooling: str = setting("avg", "VGG pooling.", choices=("max", "avg"), group=RUN)
-    weights: str = setting("vgg19", "Encoder weights: a name from `nst weights` or a file path.", group=RUN)
+    weights: str = setting("vgg19", "Encoder weights: a name from `nst weights` or a file path.", group=RUN, file="in")
     device: str = setting("auto", "auto, cpu, cuda or cuda:N.", group=RUN)
-    save_every: int = setting(0, "Write OUT_stepNNNN.png every N steps (0 = never).", min=0, max=MAX_STEPS, group=RUN)
+    save_every: int = setting(0, "Write OUT_stepNNNN.png every N steps (0 = never).", min=0, max=MAX_STEPS, group=RUN,
+                              file="out")
     model: str | None = setting(None, "For --method johnson: the network file from `nst train`, or multistyle26.",
-                                group=RUN)
+                                group=RUN, file="in")
     strength: float = setting(1.0, "0..1. johnson: blend of stylised and content; arbitrary: interpolation from "
                               "the content's own style vector to the painting's.", min=0, max=1, group=RUN)
     backend: str = setting("auto", "Feed-forward methods (johnson, arbitrary): onnx runs the network through "

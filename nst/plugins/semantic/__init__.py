@@ -44,7 +44,8 @@ def nst_plugin_options(register) -> None:
              choices=("style", "error"))
     register("region_weights", list[float], None, "style weight per content region, comma-separated (default all 1)",
              min=0, max=1e6)
-    register("save_masks", Path, None, "folder for overlays of the regions (paired regions share a colour)")
+    register("save_masks", Path, None, "folder for overlays of the regions (paired regions share a colour)",
+             file="out")
 
 
 @hookimpl
@@ -65,7 +66,7 @@ def nst_prepare(ctx, options):
     if opts["save_masks"] is not None:
         names = ["content_regions.png"] + [f"style{j + 1}_regions.png" for j in range(len(ctx.styles))]
         for name in names:
-            ctx.outputs.reserve(opts["save_masks"] / name, make_folder=True)
+            ctx.outputs.reserve(opts["save_masks"] / name, make_folder=True, within=opts["save_masks"])
     hw = tuple(ctx.content.shape[-2:])
     style_paths = opts["style_mask"] or []
     if (opts["content_mask"] is None) != (not style_paths):

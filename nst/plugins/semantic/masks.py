@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import typer
 
-from nst.errors import UsageError
+from nst.errors import UsageError, printable
 from nst.plugins.semantic.regions import (
     MASK_BYTES_PER_PIXEL,
     MAX_LABELS,
@@ -153,16 +153,13 @@ def masks_command(
         raise UsageError(f"-o: with style images -o names a folder (for content_labels.png, {style_map_names(len(styles))[0]} "
                          f"and legend.png), got the file name '{output}'")
     check_memory(MASK_BYTES_PER_PIXEL * size * size, f"a {size} px label map", torch.device("cpu"), "use a smaller --size")
-    outputs = Outputs([*images, sam_checkpoint])
+    outputs = Outputs([*images, sam_checkpoint], overwrite=overwrite)
     targets = [output / name for name in ["content_labels.png", *style_map_names(len(styles)), "legend.png"]]
     if not styles:
         outputs.reserve(check_output_path(output))
     else:
-        taken = [p for p in targets if p.exists()]
-        if taken and not overwrite:
-            raise UsageError(f"{taken[0]}: exists already; add --overwrite to replace the label maps and legend in {output}")
-        for path in targets:
-            outputs.reserve(path, make_folder=True)
+        for path in targets:  # names nst chose in the user's folder: the overwrite rule
+            outputs.reserve(path, make_folder=True, within=output)
     pictures = [resize_long_side(load_image(path, note_line), size) for path in images]
     device = pick_device("auto")
     opts = {"segmenter": segmenter, "regions": regions, "sam_checkpoint": sam_checkpoint, "sam_model": sam_model}
@@ -171,8 +168,8 @@ def masks_command(
         outputs.add(output, image_writer(Image.fromarray(maps[0].image(), "RGB"), output))
         outputs.commit()
         cover = shares(maps[0])
-        typer.echo(f"wrote {output} ({len(maps[0].colours)} regions: "
-                   f"{', '.join(f'{colour_name(c)} {share:.0%}' for c, share in cover.items())})")
+        typer.echo(printable(f"wrote {output} ({len(maps[0].colours)} regions: "
+                             f"{', '.join(f'{colour_name(c)} {share:.0%}' for c, share in cover.items())})"))
         return
     content, style_maps = maps[0], pair_styles(pictures, maps, weights, device)
     for path, lm in zip(targets, [content, *style_maps]):
@@ -180,14 +177,14 @@ def masks_command(
     titles = [f"content: {images[0].name}"] + [f"style: {p.name}" for p in styles]
     outputs.add(targets[-1], image_writer(legend(pictures, [content, *style_maps], titles), targets[-1]))
     written = outputs.commit()
-    typer.echo(f"wrote {', '.join(map(str, written))}")
+    typer.echo(printable(f"wrote {', '.join(map(str, written))}"))
     typer.echo("pairing by colour (the same colour in both maps is one pair of regions):")
     for line in pairing_lines(content, style_maps):
-        typer.echo(line)
+        typer.echo(printable(line))
     style_masks = ",".join(str(p) for p in targets[1:-1])
-    typer.echo("use them with: " + shlex.join(["nst", "run", *map(str, images), "-o", "out.png", "--plugin", "semantic",
-                                               "--set", f"semantic.content_mask={targets[0]}",
-                                               "--set", f"semantic.style_mask={style_masks}"]))
+    typer.echo(printable("use them with: " + shlex.join(["nst", "run", *map(str, images), "-o", "out.png", "--plugin",
+                                                         "semantic", "--set", f"semantic.content_mask={targets[0]}",
+                                                         "--set", f"semantic.style_mask={style_masks}"])))
 
 
 def pair_styles(pictures: list[torch.Tensor], maps: list[LabelMap], weights: str, device) -> list[LabelMap]:

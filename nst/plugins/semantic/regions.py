@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from nst.core.files import check_input_file
 from nst.core.losses import resize_masks
 from nst.core.weights import read_tensors
 from nst.errors import NSTError, UsageError
@@ -52,12 +53,11 @@ def read_label_map(path: Path, hw: tuple[int, int], note) -> LabelMap:
     """A colour-coded label map, resized (nearest) to HW, each pixel snapped to the nearest major colour."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
+    check_input_file(path, "a label map")
     try:
         with Image.open(path) as img:
             img = ImageOps.exif_transpose(img).convert("RGB")
-    except FileNotFoundError:
-        raise NSTError(f"{path}: mask file not found") from None
-    except (UnidentifiedImageError, OSError):
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
         raise NSTError(f"{path}: the mask is not an image") from None
     arr = np.asarray(img).reshape(-1, 3).astype(np.int32)
     colours, counts = np.unique(arr, axis=0, return_counts=True)

@@ -26,6 +26,7 @@ from nst.contract.hookspecs import hookimpl
 from nst.core import gatys
 from nst.core.colors import luminance
 from nst.core.images import load_image, resize_long_side
+from nst.core.johnson import MAX_BLOCKS, MAX_CHANNELS, config_int
 from nst.core.losses import LossTerm, gram_matrix, guided_style_term, resize_masks, style_term
 from nst.errors import UsageError
 from nst.plugins.stroke.network import (
@@ -86,7 +87,8 @@ def nst_plugin_options(register) -> None:
 
 @hookimpl
 def nst_register_architectures(register) -> None:
-    register("stroke", lambda config: StrokePyramidNet(config.get("width", 32), config.get("blocks", 5),
+    register("stroke", lambda config: StrokePyramidNet(config_int(config, "width", 32, MAX_CHANNELS),
+                                                       config_int(config, "blocks", 5, MAX_BLOCKS, 0),
                                                        config.get("sizes", DEFAULT_SIZES)))
 
 

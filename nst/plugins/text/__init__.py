@@ -21,7 +21,7 @@ from nst.core.devices import pick_device
 from nst.core.files import Outputs
 from nst.core.images import MAX_SIDE, check_output_path, image_writer, load_image, resize_long_side
 from nst.core.progress import progress_bar
-from nst.errors import FieldError, NSTError, UsageError, note_line
+from nst.errors import FieldError, NSTError, UsageError, note_line, printable
 from nst.plugins.text.effects import BACKGROUNDS, EffectParams, measure_background, plan_transfer, total_steps, transfer
 from nst.plugins.text.glyphs import (
     Guide,
@@ -129,9 +129,10 @@ def text_effect(source: list[Path], styled: list[Path], output: Path, *, text: s
                 patch_size: int = EffectParams.patch_size, large_patch: int = EffectParams.large_patch,
                 iterations: int = EffectParams.iters_coarse, distance_weight: float = EffectParams.distance_weight,
                 mask_weight: float = EffectParams.mask_weight, threads: int = 1, device: str = "auto",
-                progress: bool = False, note: Callable[[str], None] | None = None) -> TextResult:
+                overwrite: bool = False, progress: bool = False, note: Callable[[str], None] | None = None) -> TextResult:
     """The effect of the pairs SOURCE -> STYLED applied to TEXT (rendered) or to the glyph image TARGET, written
-    to OUTPUT (see `nst text --help` for every argument; errors name the flags)."""
+    to OUTPUT (replaced when it exists; see `nst text --help` for every argument; errors name the flags). The
+    SAVE_GUIDES maps nst wrote there before are replaced only with OVERWRITE."""
     started = time.perf_counter()
     note = note or note_line
     if (text is None) == (target is None):
@@ -150,10 +151,10 @@ def text_effect(source: list[Path], styled: list[Path], output: Path, *, text: s
             check_range(name, value, lo, hi)
     if save_guides is not None and save_guides.exists() and not save_guides.is_dir():
         raise UsageError(f"{save_guides}: --save-guides must be a folder")
-    outputs = Outputs([*source, *styled, target, font])
+    outputs = Outputs([*source, *styled, target, font], overwrite)
     outputs.reserve(check_output_path(output))
     for name in guide_names(len(source)) if save_guides is not None else []:
-        outputs.reserve(save_guides / name, make_folder=True)
+        outputs.reserve(save_guides / name, make_folder=True, within=save_guides)
     if text is not None:
         missing = missing_glyphs(text.replace("\\n", ""), font)
         if missing:
@@ -256,6 +257,9 @@ def nst_register_commands(app) -> None:
                                                   "2 of a busy 2-core machine).")] = 1,
         device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N (the patch search and voting run "
                                                  "there).")] = "auto",
+        overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the distance maps an earlier run wrote in "
+                                                                    "the --save-guides folder (refused otherwise).")
+                             ] = False,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     ) -> None:
         """Text effects: the effect S → S′ applied to a string or a glyph image T (Yang 2017, Awesome Typography).
@@ -267,7 +271,8 @@ def nst_register_commands(app) -> None:
                              line_spacing=line_spacing, letter_spacing=letter_spacing, align=align, size=size,
                              background=background, save_guides=save_guides, seed=seed, patch_size=patch_size,
                              large_patch=large_patch, iterations=iterations, distance_weight=distance_weight,
-                             mask_weight=mask_weight, threads=threads, device=device, progress=not quiet)
+                             mask_weight=mask_weight, threads=threads, device=device, overwrite=overwrite,
+                             progress=not quiet)
         w, h = result.size
-        typer.echo(f"wrote {result.output}{result.guides} ({w}x{h}, background {result.background}, "
-                   f"{result.examples} example(s), {result.seconds:.1f} s)")
+        typer.echo(printable(f"wrote {result.output}{result.guides} ({w}x{h}, background {result.background}, "
+                             f"{result.examples} example(s), {result.seconds:.1f} s)"))

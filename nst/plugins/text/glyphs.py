@@ -88,6 +88,8 @@ def load_font(font: str | Path | None, size: int) -> ImageFont.FreeTypeFont:
     size = max(1, int(round(size)))
     if font is None:
         return ImageFont.load_default(size)
+    if Path(font).is_dir():
+        raise NSTError(f"{font}: is a folder, not a font file")
     try:
         return ImageFont.truetype(str(font), size)
     except FileNotFoundError:

@@ -72,8 +72,9 @@ def nst_register_commands(app) -> None:
         resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last finished "
                                                               "frame "
                                              "(same options).")] = False,
-        overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output, or start over from an "
-                                                "interrupted run's frames.")] = False,
+        overwrite: Annotated[bool, typer.Option("--overwrite", help="Start over from an interrupted run's frames, or "
+                                                "replace the frames an earlier run wrote into an output folder (an "
+                                                "output file is replaced anyway, as cp does).")] = False,
         plugin: Annotated[Optional[list[str]], typer.Option("--plugin", "-p", help="Plugin taking part in every frame "
                                                                                    "(repeatable).")] = None,
         set_: Annotated[Optional[list[str]], typer.Option("--set", help="Plugin option PLUGIN.KEY=VALUE "
@@ -90,7 +91,7 @@ def nst_register_commands(app) -> None:
         OUT appears only when every frame is done. At the end the flicker (mean warping error between
         consecutive output frames on pixels whose motion is reliable; lower is steadier) is printed.
         """
-        from nst.errors import note_line
+        from nst.errors import note_line, printable
         from nst.plugins.video.engine import stylize_video as run
 
         result = run(inputs[0], inputs[1:], output, method=method, temporal=temporal, blend_weight=temporal_blend,
@@ -100,7 +101,7 @@ def nst_register_commands(app) -> None:
         if result.rank != 0:  # under torchrun, process 0 reports
             return
         w, h = result.size
-        typer.echo(f"wrote {result.output} ({result.frames} frames, {w}x{h}, {float(result.fps):g} fps"
-                   f"{', audio kept' if result.audio else ''}; {result.seconds} s, "
-                   f"{(result.frames - result.resumed_at) / max(result.seconds, 1e-9):.2f} frames/s)")
+        typer.echo(printable(f"wrote {result.output} ({result.frames} frames, {w}x{h}, {float(result.fps):g} fps"
+                             f"{', audio kept' if result.audio else ''}; {result.seconds} s, "
+                             f"{(result.frames - result.resumed_at) / max(result.seconds, 1e-9):.2f} frames/s)"))
         typer.echo(f"  flicker (mean warping error): {result.flicker:.6f}{'' if temporal else ' (--no-temporal)'}")

@@ -2,7 +2,9 @@
 written frame by frame into a work folder (resumable), then assembled into the output all at once.
 
 The work folder is OUT.frames beside OUT (OUT.mp4.frames for OUT.mp4): frame_NNNNNN.png (the final frames,
-each written atomically) and job.json (what made them, checked by --resume).
+each written atomically), job.json (what made them, checked by --resume) and the manifest of what nst wrote there
+(nst.core.files.Manifest: only those files are ever removed). A work folder is data read back: its job.json and
+frames are checked before they are used.
 """
 from __future__ import annotations
 
@@ -21,8 +23,8 @@ import torch
 from PIL import Image
 
 from nst.core.devices import pick_device
-from nst.core.files import Outputs, atomic_path, check_writable, same_file
-from nst.core.images import as_tensor, resize_long_side
+from nst.core.files import Manifest, Outputs, atomic_path, check_writable, same_file
+from nst.core.images import MIN_SIDE, as_tensor, resize_long_side
 from nst.errors import NSTError, UsageError, note_line
 from nst.plugins.video import io
 from nst.plugins.video.flow import estimator, flow_pair, warp
@@ -74,10 +76,11 @@ def _done_frames(work: Path) -> int:
 
 
 def _clear_work(work: Path) -> None:
-    """Delete a work folder nst made: its frames, manifest and temp files (anything else is refused)."""
-    for item in work.iterdir():
-        if item.name == MANIFEST or item.name.startswith(".nst.") or (item.name.startswith("frame_") and item.suffix == ".png"):
-            item.unlink()
+    """Delete a work folder nst made: the files its manifest lists, unchanged, and temp files (anything else is
+    refused)."""
+    Manifest(work).remove_written()
+    for item in work.glob(".nst.*.part*"):  # an atomic write cut short
+        item.unlink()
     try:
         work.rmdir()
     except OSError:
@@ -87,12 +90,10 @@ def _clear_work(work: Path) -> None:
 def _check_paths(source: io.FrameSource, output: Path, kind: str, inputs: list, overwrite: bool) -> None:
     """Refuse an output that is an input (the video, a frame, a style, the model) or that exists (without
     --overwrite), before any work."""
-    plan = Outputs(inputs)
+    plan = Outputs(inputs, overwrite)
     frames = source.files or []
     if kind == "video":
-        plan.reserve(output)
-        if output.exists() and not overwrite:
-            raise UsageError(f"{output} exists; add --overwrite to replace it")
+        plan.reserve(output)  # a file the user names: replaced, as cp does
         return
     check_writable(output / "frame_000000.png", make_folder=True)
     if same_file(output, source.path) or any(same_file(output, f.parent) for f in frames[:1]):
@@ -100,8 +101,9 @@ def _check_paths(source: io.FrameSource, output: Path, kind: str, inputs: list, 
     for path in plan.inputs:
         if same_file(output, path.parent):
             raise UsageError(f"{output}: holds an input of this command ({path}); choose another output folder")
-    if output.is_dir() and any(output.iterdir()) and not overwrite:
-        raise UsageError(f"{output} is a folder that is not empty; add --overwrite to write the frames into it")
+    Manifest(output).check()
+    for existing in sorted(output.glob("frame_*.png")) if output.is_dir() else []:  # nst's names in the user's folder
+        plan.reserve(existing, within=output)
 
 
 def _manifest(source: io.FrameSource, size: tuple[int, int], job: dict[str, Any]) -> dict[str, Any]:
@@ -115,11 +117,14 @@ def _prepare_work(work: Path, manifest: dict, resume: bool, overwrite: bool) -> 
     if work.exists() and not work.is_dir():
         raise NSTError(f"{work}: is a file, but nst keeps the frames of this output there; move it away")
     if work.is_dir():
+        Manifest(work).check()
         if resume:
             try:
                 before = json.loads((work / MANIFEST).read_text())
-            except (OSError, ValueError):
-                raise NSTError(f"--resume: {work} has no readable {MANIFEST}; start over with --overwrite") from None
+            except (OSError, ValueError, RecursionError):
+                before = None
+            if not isinstance(before, dict) or not Manifest(work).owns(work / MANIFEST):
+                raise NSTError(f"--resume: {work} has no {MANIFEST} that nst wrote; start over with --overwrite")
             differ = sorted(k for k in set(before) | set(manifest) if before.get(k) != manifest.get(k))
             if differ:
                 raise UsageError(f"--resume: {work} was made with other options ({', '.join(differ)}); use the same "
@@ -135,6 +140,7 @@ def _prepare_work(work: Path, manifest: dict, resume: bool, overwrite: bool) -> 
     work.mkdir(parents=True)
     with atomic_path(work / MANIFEST) as tmp:
         tmp.write_text(json.dumps(manifest, indent=1))
+    Manifest(work).record([work / MANIFEST])
     return 0
 
 
@@ -142,6 +148,10 @@ def _frame_size(source: io.FrameSource, size: int | None) -> tuple[tuple[int, in
     """((w, h), long side) of the output frames: the source's, or with the long side SIZE (nst.run's rounding)."""
     long = size or max(source.width, source.height)
     h, w = resize_long_side(torch.zeros(1, 1, source.height, source.width), long).shape[-2:]
+    if min(h, w) < MIN_SIDE:
+        made = f"would be {w}x{h} px at --size {size}" if size else "are"
+        raise NSTError(f"{source.path}: its {source.width}x{source.height} px frames {made}, under the {MIN_SIDE} px "
+                       f"minimum on each side; {'use a larger --size' if size else 'give --size to scale them up'}")
     return (w, h), long
 
 
@@ -150,9 +160,19 @@ def _sized_frames(source: io.FrameSource, start: int, size: tuple[int, int]) -> 
         yield io.fit(frame, size) if (frame.shape[1], frame.shape[0]) != size else frame
 
 
-def _read_frames(work: Path, count: int) -> Iterator[np.ndarray]:
+def _read_frames(work: Path, count: int, size: tuple[int, int]) -> Iterator[np.ndarray]:
     for index in range(count):
-        yield io.read_image_frame(work / io.frame_name(index))
+        yield _work_frame(work, index, size)
+
+
+def _work_frame(work: Path, index: int, size: tuple[int, int]) -> np.ndarray:
+    """Frame INDEX of the work folder, (h, w, 3) of SIZE (w, h); one error when it is not (the folder is read back)."""
+    path = work / io.frame_name(index)
+    frame = io.read_image_frame(path)
+    if (frame.shape[1], frame.shape[0]) != size:
+        raise NSTError(f"{path}: is {frame.shape[1]}x{frame.shape[0]} px, the video's frames are {size[0]}x{size[1]}: "
+                       "not a frame this run wrote; start over with --overwrite")
+    return frame
 
 
 def _once(note: Callable[[str], None]) -> Callable[[str], None]:
@@ -252,7 +272,7 @@ def stylize_video(input: str | os.PathLike, styles: Iterable = (), output: str |
     count = _done_frames(work)
     if count == 0:
         raise NSTError(f"{input}: no frames could be read")
-    measure = flicker(_sized_frames(source, 0, size), _read_frames(work, count), flow_fn)
+    measure = flicker(_sized_frames(source, 0, size), _read_frames(work, count, size), flow_fn)
     kept_audio = _assemble(work, output, kind, count, source, size, audio, overwrite)
     return VideoResult(output, count, source.fps, size, measure, round(time.perf_counter() - started, 2), kept_audio,
                        first if world > 1 else start)
@@ -285,7 +305,7 @@ def _stylise_frames(source, work: Path, plan: tuple, size, stylise, flow_fn, tem
     if index > first:  # the state an uninterrupted run had: the previous input frame and its output as written
         frames = _sized_frames(source, index - 1, size)
         previous_in = next(frames, None)
-        previous_out = to_tensor(io.read_image_frame(work / io.frame_name(index - 1), size))
+        previous_out = to_tensor(_work_frame(work, index - 1, size))
     else:
         index = warm
         frames = _sized_frames(source, warm, size)
@@ -314,6 +334,7 @@ def _stylise_frames(source, work: Path, plan: tuple, size, stylise, flow_fn, tem
                 if index >= first:
                     with atomic_path(work / io.frame_name(index)) as tmp:
                         Image.fromarray(to_array(image)).save(tmp, format="PNG", compress_level=1)
+                    Manifest(work).record([work / io.frame_name(index)])
                     done += 1
                 previous_in, previous_out = frame, image
                 index += 1
@@ -328,22 +349,20 @@ def _stylise_frames(source, work: Path, plan: tuple, size, stylise, flow_fn, tem
 
 def _assemble(work: Path, output: Path, kind: str, count: int, source, size, audio: bool, overwrite: bool) -> bool:
     """Write OUTPUT from the COUNT frames in WORK, all at once, then remove WORK; whether audio was carried over."""
-    kept_audio = False
     if kind == "video":
         with atomic_path(output) as tmp:
-            io.write_video(tmp, output.suffix, _read_frames(work, count), source, size, audio)
-        kept_audio = audio and source.has_audio
+            io.write_video(tmp, output.suffix, _read_frames(work, count, size), source, size, audio)
         _clear_work(work)
-        return kept_audio
-    (work / MANIFEST).unlink()
-    if not output.exists():
-        os.replace(work, output)
-        return False
-    for index in range(count):
-        os.replace(work / io.frame_name(index), output / io.frame_name(index))
-    stale = count
-    while (output / io.frame_name(stale)).is_file():  # frames of an earlier, longer run (--overwrite was given)
-        (output / io.frame_name(stale)).unlink()
-        stale += 1
+        return audio and source.has_audio
+    frames = [io.frame_name(index) for index in range(count)]  # each checked already, when the flicker was measured
+    mine = Manifest(output)
+    stale = [p for p in sorted(output.glob("frame_*.png")) if p.name not in frames] if output.is_dir() else []
+    output.mkdir(parents=True, exist_ok=True)
+    for name in frames:
+        os.replace(work / name, output / name)
+    mine.record(output / name for name in frames)
+    for path in stale:  # frames of an earlier, longer run that nst wrote (--overwrite was given)
+        if mine.owns(path):
+            path.unlink()
     _clear_work(work)
     return False

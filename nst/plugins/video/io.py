@@ -58,8 +58,9 @@ class FrameSource:
         """The number of frames, decoding a video through to count them."""
         if self.files is not None:
             return len(self.files)
-        with _av().open(str(self.path)) as container:
-            return sum(1 for _ in container.decode(container.streams.video[0]))
+        av = _av()
+        with av.open(str(self.path)) as container:
+            return sum(1 for _ in _decoded(av, self.path, container, container.streams.video[0]))
 
     def frames(self, start: int = 0) -> Iterator[np.ndarray]:
         """(H, W, 3) uint8 frames from index START on, all at the first frame's size."""
@@ -71,9 +72,21 @@ class FrameSource:
         with av.open(str(self.path)) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
-            for index, frame in enumerate(container.decode(stream)):
+            for index, frame in enumerate(_decoded(av, self.path, container, stream)):
                 if index >= start:
                     yield fit(frame.to_ndarray(format="rgb24"), (self.width, self.height))
+
+
+def _decoded(av, path: Path, container, stream) -> Iterator:
+    """The frames of STREAM; a damaged stream ends in one NSTError naming PATH and the frame."""
+    index = 0
+    try:
+        for frame in container.decode(stream):
+            yield frame
+            index += 1
+    except (av.error.FFmpegError, ValueError, OSError, EOFError) as exc:
+        raise NSTError(f"{path}: cannot decode frame {index} ({getattr(exc, 'strerror', None) or type(exc).__name__}); "
+                       "the video is damaged") from None
 
 
 def fit(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -134,8 +147,9 @@ def _video_source(path: Path) -> FrameSource:
                                       if stream.duration and rate else 0)
             has_audio = bool(container.streams.audio)
             width, height = first.width, first.height
-    except av.error.FFmpegError as exc:
-        raise NSTError(f"{path}: not a video PyAV can read ({exc.strerror or type(exc).__name__})") from None
+    except (av.error.FFmpegError, ValueError, OSError, EOFError) as exc:
+        raise NSTError(f"{path}: not a video PyAV can read ({getattr(exc, 'strerror', None) or type(exc).__name__})") \
+            from None
     if not rate or rate <= 0:
         raise NSTError(f"{path}: the video has no frame rate")
     return FrameSource(path, None, Fraction(rate), width, height, max(count, 1), has_audio)
