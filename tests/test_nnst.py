@@ -1,12 +1,10 @@
 """--method nnst (Neural Neighbor Style Transfer): its parts against brute force and closed forms, its tiles against
 the whole image, and its composition with semantic, stroke, --style-blend, --preserve-colors, print-size plans and
 nst video; on tiny random VGG19 weights (test_cli has real-weight runs)."""
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 import nst

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from nst.errors import UsageError
 
-METHODS = ("gatys", "johnson", "stroke", "arbitrary", "analogy", "text")
+METHODS = ("gatys", "nnst", "johnson", "stroke", "arbitrary", "analogy", "text")
+OPTIMISING = ("gatys", "nnst")  # methods that optimise every image (steps, loss curves, nothing to train)
 SECTIONS = {
     "time": "1. Time per image by size",
     "train": "2. Training time per model",
@@ -62,7 +63,7 @@ class BenchPlan:
                     out.append((f"grid/{method}/{photo.stem}/{style.stem}",
                                 {"method": method, "photo": str(photo), "style": str(style)}))
         for n in self.style_counts:
-            for method in ("gatys", "arbitrary"):
+            for method in ("gatys", "nnst", "arbitrary"):
                 if method in self.methods and n <= len(self.styles):
                     out.append((f"scale/{method}/{n}", {"method": method, "styles": n}))
         return out
