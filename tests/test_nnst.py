@@ -13,7 +13,7 @@ from nst.core.tiled_gatys import TiledLoss
 from nst.errors import FieldError, UsageError
 from nst.plugins.nnst import colour, search
 from nst.plugins.nnst.engine import Guidance, Params, Targets, match, neighbour_term, positions, style_bank, tile_halo
-from nst.plugins.nnst.features import LAYERS, grid_shape, hypercolumns
+from nst.plugins.nnst.features import LAYERS, Padded, cell_sizes, cells, grid_shape, hypercolumns
 from nst.plugins.nnst.pyramid import decompose, level_shapes, synthesise
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -82,10 +82,28 @@ def test_hypercolumns_stack_every_layer_on_the_quarter_grid(encoder):
     assert torch.allclose(columns[0, :channels[0], 1, 2], feats["relu1_1"][0, :, 4:8, 8:12].mean((1, 2)) / channels[0])
 
 
+def test_cells_stack_each_fine_layers_blocks(encoder):
+    x = torch.rand(1, 3, 22, 17)
+    feats = encoder(x, LAYERS)
+    blocks = cells(feats, LAYERS, grid_shape((22, 17)))
+    assert blocks.shape == (1, sum(cell_sizes(encoder, LAYERS)), 6, 5)
+    c = feats["relu1_1"].shape[1]
+    assert torch.allclose(blocks[0, :c * 16, 1, 2].view(c, 4, 4), feats["relu1_1"][0, :, 4:8, 8:12] / c)
+    assert torch.allclose(blocks[0, :c * 16, 5, 4].view(c, 4, 4)[:, 1, 0], feats["relu1_1"][0, :, 21, 16] / c)  # edge
+
+
+def test_padding_changes_only_the_border(encoder):
+    x = torch.rand(1, 3, 64, 48)
+    plain, padded = encoder(x, ["relu2_1"])["relu2_1"], Padded(encoder)(x, ["relu2_1"])["relu2_1"]
+    assert padded.shape == plain.shape
+    assert torch.allclose(padded[..., 8:-8, 8:-8], plain[..., 8:-8, 8:-8], rtol=1e-5, atol=1e-3)
+    assert not torch.allclose(padded[..., 0, :], plain[..., 0, :])
+
+
 def test_nearest_is_the_brute_force_centred_cosine_argmax_in_any_chunking():
     g = torch.Generator().manual_seed(1)
     rows, queries = torch.rand(300, 8, generator=g), torch.rand(70, 8, generator=g)
-    bank = search.make_bank([(0, 0, rows, None)], torch.float32)
+    bank = search.make_bank([(0, 0, rows, None, None)], torch.float32)
     source = bank.sources[0]
     q = search.centre_queries(queries, queries.mean(0))
     centred = torch.nn.functional.normalize(bank.rows - source.mean, dim=1)
@@ -153,7 +171,7 @@ def test_neighbour_term_in_tiles_equals_the_whole_image(encoder):
     x = torch.rand(1, 3, 96, 80, generator=g)
     targets = Targets(torch.randint(0, len(bank.rows), grid_shape((96, 80)), generator=g))
     weight = torch.rand(grid_shape((96, 80)), generator=g)
-    term = neighbour_term(bank, targets, LAYERS, weight)
+    term = neighbour_term(bank, targets, LAYERS, weight, cell_sizes(encoder, LAYERS))
     image = x.clone().requires_grad_(True)
     whole = term(encoder(image, LAYERS), image)
     whole.backward()

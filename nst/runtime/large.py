@@ -194,20 +194,21 @@ def search_seconds(dims: int, dtype: torch.dtype, device: torch.device) -> float
 
 
 def plan_nnst(ctx: RunContext, sizes: list[tuple[int, int, int]], encoder, layers, halo: int, bank_rows: list[int],
-              dims: int, item_bytes: int, rematch: int, chunk_bytes: int) -> tuple[planner.MemoryPlan, int]:
+              dims: int, row_bytes: int, dtype: torch.dtype, rematch: int,
+              chunk_bytes: int) -> tuple[planner.MemoryPlan, int]:
     """(the plan of an nnst run over SIZES [(h, w, steps)], the most bank rows a scale may hold). Memory: the
-    whole-image buffers, a window's activations, the style bank (BANK_ROWS[i] rows of DIMS channels of ITEM_BYTES,
-    capped) and the search's chunk of scores; time: the steps and the matchings (1 + steps // REMATCH a scale)."""
+    whole-image buffers, a window's activations, the style bank (BANK_ROWS[i] rows of ROW_BYTES, capped) and the
+    search's chunk of scores; time: the steps and the matchings (1 + steps // REMATCH a scale) of DIMS channels in
+    DTYPE."""
     from nst.core.tiled_gatys import ALIGN
 
     s, limit = ctx.settings, budget(ctx)
-    row_bytes = dims * item_bytes + 12
     cap = int(max(1024, min(MAX_BANK_ROWS, BANK_SHARE * limit // row_bytes)))
     rows = [min(r, cap) for r in bank_rows]
     weights = sum(p.numel() * p.element_size() for p in encoder.parameters())
     costs = planner.Costs(BASE_BYTES + weights + max(rows) * row_bytes + chunk_bytes, NNST_IMAGE_BYTES,
                           NNST_WINDOW_BYTES, step_seconds(encoder, layers, ctx.device))
-    per_mac = search_seconds(dims, torch.bfloat16 if item_bytes == 2 else torch.float32, ctx.device)
+    per_mac = search_seconds(dims, dtype, ctx.device)
     scales = []
     for (h, w, steps), n in zip(sizes, rows):
         scale = planner.plan_scale(h, w, steps, costs, limit, halo, ALIGN, 1.0, s.tile, tiled_work=1.4)

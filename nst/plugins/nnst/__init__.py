@@ -18,7 +18,7 @@ from nst.core.images import MIN_SCALE_SIDE, check_min_side, resize, resize_long_
 from nst.errors import FieldError
 from nst.plugins.nnst import colour
 from nst.plugins.nnst.engine import Guidance, Params, Scale, optimise_scale, positions, style_bank, tile_halo
-from nst.plugins.nnst.features import LAYERS, grid_shape
+from nst.plugins.nnst.features import LAYERS, Padded, cell_sizes, grid_shape
 from nst.plugins.nnst.pyramid import decompose, level_shapes, synthesise
 from nst.plugins.nnst.search import CHUNK_BYTES
 from nst.runtime import large
@@ -84,7 +84,7 @@ def run(ctx: RunContext) -> torch.Tensor:
     schedule = levels_to_run(ctx, shapes, opts["coarsest"])
     ctx.total_steps = sum(steps for _, steps in schedule)
     guide, sizes = guidance(ctx), stroke_sizes(ctx)
-    encoder = ctx.encoder()
+    encoder = Padded(ctx.encoder())
     dtype = torch.bfloat16 if ctx.device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
     styles_at = [[[resize_long_side(img, max(16, round(size * max(shapes[k]) / max(hw)))) for img in ctx.styles]
                   for size in sizes] for k, _ in schedule]
@@ -92,8 +92,9 @@ def run(ctx: RunContext) -> torch.Tensor:
     bank_rows = [copies * sum(math.prod(grid_shape(tuple(img.shape[-2:]))) for row in per for img in row)
                  for per in styles_at]
     dims = sum(encoder.convs[l.replace("relu", "conv")].out_channels for l in params.layers)
-    plan, max_rows = large.plan_nnst(ctx, [(*shapes[k], steps) for k, steps in schedule], encoder, params.layers,
-                                     tile_halo(params.layers), bank_rows, dims, torch.finfo(dtype).bits // 8,
+    row_bytes = dims * torch.finfo(dtype).bits // 8 + 2 * sum(cell_sizes(encoder, params.layers)) + 12
+    plan, max_rows = large.plan_nnst(ctx, [(*shapes[k], steps) for k, steps in schedule], encoder.encoder,
+                                     params.layers, tile_halo(params.layers), bank_rows, dims, row_bytes, dtype,
                                      params.rematch, CHUNK_BYTES)
     large.announce(ctx, plan)
     content_pyramid = decompose(content)
@@ -101,7 +102,7 @@ def run(ctx: RunContext) -> torch.Tensor:
         pyramid = decompose(resize(ctx.guides["gatys.init"], hw))
     else:  # the content's low frequencies: the bands finer than the first scale start at zero
         pyramid = [torch.zeros_like(p) if i < schedule[0][0] else p.clone() for i, p in enumerate(content_pyramid)]
-    done, changed = 0, []
+    done, changed, matching = 0, [], 0.0
     for index, (k, steps) in enumerate(schedule):
         scaled = synthesise(content_pyramid[k:])
         check_min_side(scaled, f"the content at the {max(shapes[k])} px scale", "raise nnst.coarsest or --size",
@@ -122,7 +123,8 @@ def run(ctx: RunContext) -> torch.Tensor:
             try:
                 pyramid, targets = optimise_scale(pyramid, content_pyramid, Scale(k, steps, scaled, cell), index == 0,
                                                   encoder, bank, where, guide, params,
-                                                  lambda: ctx.hooks.losses(ctx, encoder), observe, ctx.on_tile)
+                                                  lambda: ctx.hooks.losses(ctx, encoder.encoder), observe,
+                                                  ctx.on_tile)
                 break
             except torch.cuda.OutOfMemoryError:
                 if ctx.device.type == "cuda":
@@ -130,10 +132,12 @@ def run(ctx: RunContext) -> torch.Tensor:
                 before, cell = cell, large.smaller(cell, *shapes[k])
                 ctx.note(f"CUDA ran out of memory at {max(shapes[k])} px with "
                          f"{f'{before} px tiles' if before else 'the whole image'}; continuing with {cell} px tiles")
-        changed += targets.history
+        changed += targets.changed
+        matching += targets.seconds
         done += steps
     ctx.scale = None
     image = synthesise(pyramid).clamp(0, 1)
+    ctx.summary["nnst matching"] = f"{len(schedule) + len(changed)} matchings, {matching:.1f} s"
     if changed:
         ctx.summary["nnst rematch changed"] = f"{100 * sum(changed) / len(changed):.0f}% of neighbours on average"
     which = opts["colors"]

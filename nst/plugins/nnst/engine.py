@@ -16,6 +16,7 @@ passes over the tiles: the query's mean, then the search).
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -29,7 +30,17 @@ from nst.core.tiled_gatys import ALIGN, TiledLoss, halo_for
 from nst.core.tiles import grid
 from nst.errors import NSTError
 from nst.plugins.nnst import search
-from nst.plugins.nnst.features import GRID_LAYER, HALO_EXTRA, LAYERS, flat, grid_shape, hypercolumns, rotations
+from nst.plugins.nnst.features import (
+    GRID_LAYER,
+    HALO_EXTRA,
+    LAYERS,
+    cell_sizes,
+    cells,
+    flat,
+    grid_shape,
+    hypercolumns,
+    rotations,
+)
 from nst.plugins.nnst.pyramid import decompose, synthesise
 
 # The neighbour term's weight: its value (1 - cosine, about 0.3-0.6) times this is of the order of a Gatys run's
@@ -50,6 +61,7 @@ class Params:
     lr: float = 2e-3
     rematch: int = 100
     seed: int = 0
+    cells: bool = True
 
 
 @dataclass
@@ -99,9 +111,10 @@ def positions(guide: Guidance, hw: tuple[int, int], device, seed: int) -> Positi
     return Positions(g, region.to(device), level.to(device), weight)
 
 
-def columns_by_tile(encoder: Encoder, image: torch.Tensor, layers, cell: int, halo: int):
-    """(hypercolumns of each tile's cell (1, D, h, w), where they lie in IMAGE's grid (rows, cols)) for CELL px tiles
-    of IMAGE (1, 3, H, W) (one tile when CELL is 0), without gradients."""
+def columns_by_tile(encoder: Encoder, image: torch.Tensor, layers, cell: int, halo: int, with_cells: bool = False):
+    """(hypercolumns of each tile's cell (1, D, h, w), its cells (1, F, h, w) with WITH_CELLS (else None), where they
+    lie in IMAGE's grid (rows, cols)) for CELL px tiles of IMAGE (1, 3, H, W) (one tile when CELL is 0), without
+    gradients."""
     from nst.core.tiled_gatys import View
 
     hw = tuple(image.shape[-2:])
@@ -109,9 +122,11 @@ def columns_by_tile(encoder: Encoder, image: torch.Tensor, layers, cell: int, ha
         for tile in grid(hw[0], hw[1], max(ALIGN, (cell or max(hw)) // ALIGN * ALIGN), halo, ALIGN):
             y0, y1, x0, x1 = tile.window
             window = image[..., y0:y1, x0:x1]
-            columns = hypercolumns(encoder(window, layers), layers, grid_shape(tuple(window.shape[-2:])))
-            view = View(tile, hw)
-            yield columns[(..., *view.cell(GRID_LAYER))], view.whole(GRID_LAYER)
+            feats, g = encoder(window, layers), grid_shape(tuple(window.shape[-2:]))
+            inside = (..., *View(tile, hw).cell(GRID_LAYER))
+            blocks = cells(feats, layers, g) if with_cells else None
+            yield (hypercolumns(feats, layers, g)[inside], None if blocks is None else blocks[inside],
+                   View(tile, hw).whole(GRID_LAYER))
 
 
 def style_bank(encoder: Encoder, styles: list[list[torch.Tensor]], guide: Guidance, params: Params,
@@ -129,24 +144,27 @@ def style_bank(encoder: Encoder, styles: list[list[torch.Tensor]], guide: Guidan
         if guide.style_labels is not None:
             labels = torch.rot90(_nearest_labels(guide.style_labels[i].cpu(), tuple(styles[level][i].shape[-2:])), k)
             labels = _nearest_labels(labels, g).to(rotated.device)
-        for columns, (rows, cols) in columns_by_tile(encoder, rotated, params.layers, cell, halo):
+        for columns, blocks, (rows, cols) in columns_by_tile(encoder, rotated, params.layers, cell, halo, True):
             keep = (slice((-rows.start) % stride, None, stride), slice((-cols.start) % stride, None, stride))
-            part = parts.setdefault((i, level), ([], []))
+            part = parts.setdefault((i, level), ([], [], []))
             part[0].append(flat(columns[(..., *keep)]))
+            if blocks is not None:
+                part[1].append(flat(blocks[(..., *keep)]))
             if labels is not None:
-                part[1].append(labels[rows, cols][keep].flatten())
-    return search.make_bank([(i, level, torch.cat(rows), torch.cat(labels) if labels else None)
-                             for (i, level), (rows, labels) in parts.items()], dtype)
+                part[2].append(labels[rows, cols][keep].flatten())
+    return search.make_bank([(i, level, torch.cat(rows), torch.cat(blocks) if blocks else None,
+                              torch.cat(labels) if labels else None)
+                             for (i, level), (rows, blocks, labels) in parts.items()], dtype)
 
 
 @dataclass
 class Targets:
-    """The current matching: INDEX (h, w) bank rows, the loss's targets; CHANGED: share of positions whose
-    neighbour changed at the last matching (1.0 at the first)."""
+    """The current matching: INDEX (h, w) bank rows, the loss's targets; CHANGED: for each matching after the
+    first, the share of positions whose neighbour changed; SECONDS spent matching."""
 
     index: torch.Tensor | None = None
-    changed: float = 1.0
-    history: list[float] = field(default_factory=list)
+    changed: list[float] = field(default_factory=list)
+    seconds: float = 0.0
 
 
 def match(encoder: Encoder, query: torch.Tensor, bank: search.Bank, where: Positions, guide: Guidance, params: Params,
@@ -157,14 +175,14 @@ def match(encoder: Encoder, query: torch.Tensor, bank: search.Bank, where: Posit
     with torch.no_grad():
         tiles = list(columns_by_tile(encoder, query, params.layers, cell, halo)) if not cell else None
         total = torch.zeros(bank.rows.shape[1], device=query.device)
-        for columns, _ in tiles or columns_by_tile(encoder, query, params.layers, cell, halo):
+        for columns, _, _ in tiles or columns_by_tile(encoder, query, params.layers, cell, halo):
             total += columns[0].sum((1, 2))
         mean = total / (gh * gw)
         styles = sorted({s.style for s in bank.sources})
         best = torch.full((gh * gw, len(styles)), -float("inf"), device=query.device)
         index = torch.zeros((gh * gw, len(styles)), dtype=torch.long, device=query.device)
         ids = torch.arange(gh * gw, device=query.device).view(gh, gw)
-        for columns, whole in tiles or columns_by_tile(encoder, query, params.layers, cell, halo):
+        for columns, _, whole in tiles or columns_by_tile(encoder, query, params.layers, cell, halo):
             at = ids[whole].flatten()
             queries = search.centre_queries(flat(columns), mean)
             for source in bank.sources:
@@ -195,28 +213,40 @@ def _run(source: search.Source, guide: Guidance, region: int) -> tuple[int, int]
     return source.runs[partner]
 
 
-def neighbour_term(bank: search.Bank, targets: Targets, layers, weight_map: torch.Tensor | None) -> LossTerm:
-    """The LossTerm "style": SCALE × mean over grid positions of w_p (1 - cos(hypercolumn_p, target_p)), with
-    WEIGHT_MAP (h, w) w_p (all 1 when None), normalised by Σ w_p; as sums over tiles too."""
+def neighbour_term(bank: search.Bank, targets: Targets, layers, weight_map: torch.Tensor | None,
+                   sizes: list[int] = ()) -> LossTerm:
+    """The LossTerm "style": SCALE × the mean over grid positions p of w_p · cost_p, normalised by Σ w_p (WEIGHT_MAP
+    (h, w), all 1 when None). cost_p = 1 - cos(hypercolumn_p, its target); with cells (SIZES: each fine layer's
+    block length), the mean of that and of each fine layer's 1 - cos(block_p, the target's block). As sums over
+    tiles too."""
     layers = tuple(layers)
+    use_cells = bank.cells is not None and len(sizes) > 0
 
-    def sums(columns: torch.Tensor, rows: tuple[slice, slice]) -> dict[str, torch.Tensor]:
+    def sums(columns: torch.Tensor, blocks: torch.Tensor | None, rows: tuple[slice, slice]) -> dict[str, torch.Tensor]:
         index = targets.index[rows]
-        target = bank.targets(index.flatten()).t().reshape(-1, *index.shape)
-        cos = (F.normalize(columns[0], dim=0) * target).sum(0)
-        w = weight_map[rows] if weight_map is not None else torch.ones_like(cos)
-        return {"s": (w * (1 - cos)).sum(), "n": w.sum()}
+        at = index.flatten()
+        cost = 1 - (F.normalize(columns[0].flatten(1), dim=0) * bank.targets(at).t()).sum(0)
+        if use_cells:
+            mine, theirs = blocks[0].flatten(1).split(list(sizes)), bank.cells[at].float().t().split(list(sizes))
+            fine = sum(1 - F.cosine_similarity(a, b, dim=0, eps=1e-8) for a, b in zip(mine, theirs)) / len(sizes)
+            cost = 0.5 * (cost + fine)
+        w = weight_map[rows].flatten() if weight_map is not None else torch.ones_like(cost)
+        return {"s": (w * cost).sum(), "n": w.sum()}
 
     def combine(s: dict[str, torch.Tensor]) -> torch.Tensor:
         return s["s"] / s["n"].clamp_min(1e-8)
 
+    def both(feats, image: torch.Tensor):
+        g = grid_shape(tuple(image.shape[-2:]))
+        return hypercolumns(feats, layers, g), cells(feats, layers, g) if use_cells else None
+
     def fn(feats, image) -> torch.Tensor:
-        whole = (slice(None), slice(None))
-        return combine(sums(hypercolumns(feats, layers, grid_shape(tuple(image.shape[-2:]))), whole))
+        return combine(sums(*both(feats, image), (slice(None), slice(None))))
 
     def partial(feats, window, view: CellView) -> dict[str, torch.Tensor]:
-        columns = hypercolumns(feats, layers, grid_shape(tuple(window.shape[-2:])))
-        return sums(columns[(..., *view.cell(GRID_LAYER))], view.whole(GRID_LAYER))
+        columns, blocks = both(feats, window)
+        inside = (..., *view.cell(GRID_LAYER))
+        return sums(columns[inside], None if blocks is None else blocks[inside], view.whole(GRID_LAYER))
 
     return LossTerm("style", SCALE, fn, layers, tiled=Tileable(partial, combine))
 
@@ -249,16 +279,18 @@ def optimise_scale(pyramid: list[torch.Tensor], content_pyramid: list[torch.Tens
     targets = Targets()
 
     def rematch(image: torch.Tensor, alpha: float) -> None:
+        started = time.perf_counter()
         query = alpha * scale.content + (1 - alpha) * image
         index = match(encoder, query, bank, where, guide, params, scale.cell, halo)
         if targets.index is not None:
-            targets.changed = float((index != targets.index).float().mean())
-            targets.history.append(targets.changed)
+            targets.changed.append(float((index != targets.index).float().mean()))
         targets.index = index
+        targets.seconds += time.perf_counter() - started
 
     with torch.no_grad():  # the first query: the content's own detail at this scale over the coarser result
         rematch(synthesise([content_pyramid[k]] + pyramid[k + 1:]), 1.0 if first else params.alpha)
-    terms = [neighbour_term(bank, targets, params.layers, where.weight)] + extra()
+    sizes = cell_sizes(encoder, params.layers) if params.cells else []
+    terms = [neighbour_term(bank, targets, params.layers, where.weight, sizes)] + extra()
     tiled = TiledLoss(terms, encoder, hw, scale.cell, halo=halo, on_tile=on_tile) if scale.cell else None
     variables = [p.detach().clone().requires_grad_(True) for p in pyramid[k:]]
     opt = torch.optim.Adam(variables, lr=params.lr)

@@ -32,9 +32,11 @@ class Source:
 
 @dataclass
 class Bank:
-    """ROWS (N, D) raw hypercolumns in DTYPE; INV_CENTRED (N,) 1 / |row - its source's mean|; INV_NORM (N,) 1 / |row|."""
+    """ROWS (N, D) raw hypercolumns in DTYPE; CELLS (N, F) the fine layers' blocks at those positions (float16: they
+    are only targets), or None; INV_CENTRED (N,) 1 / |row - its source's mean|; INV_NORM (N,) 1 / |row|."""
 
     rows: torch.Tensor
+    cells: torch.Tensor | None
     sources: list[Source]
     inv_centred: torch.Tensor = field(init=False)
     inv_norm: torch.Tensor = field(init=False)
@@ -50,15 +52,13 @@ class Bank:
         """(n,) bank rows -> (n, D) unit vectors in float32, the loss's targets."""
         return self.rows[index].float() * self.inv_norm[index, None]
 
-    @property
-    def nbytes(self) -> int:
-        return self.rows.numel() * self.rows.element_size()
 
-
-def make_bank(parts: list[tuple[int, int, torch.Tensor, torch.Tensor | None]], dtype: torch.dtype) -> Bank:
-    """A bank from PARTS [(style, level, rows (n, D), region labels (n,) or None)]; rows are regrouped by label."""
-    rows, sources, start = [], [], 0
-    for style, level, part, labels in parts:
+def make_bank(parts: list[tuple[int, int, torch.Tensor, torch.Tensor | None, torch.Tensor | None]],
+              dtype: torch.dtype) -> Bank:
+    """A bank from PARTS [(style, level, rows (n, D), cells (n, F) or None, region labels (n,) or None)]; rows are
+    regrouped by label."""
+    rows, blocks, sources, start = [], [], [], 0
+    for style, level, part, cells, labels in parts:
         mean = part.float().mean(0)
         if labels is None:
             labels = torch.zeros(len(part), dtype=torch.long, device=part.device)
@@ -69,9 +69,11 @@ def make_bank(parts: list[tuple[int, int, torch.Tensor, torch.Tensor | None]], d
             runs[int(label)] = (at, at + int(count))
             at += int(count)
         rows.append(part.to(dtype))
+        if cells is not None:
+            blocks.append(cells[order].half())
         sources.append(Source(style, level, start, at, runs, mean))
         start = at
-    return Bank(torch.cat(rows), sources)
+    return Bank(torch.cat(rows), torch.cat(blocks) if blocks else None, sources)
 
 
 def centre_queries(queries: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
