@@ -238,6 +238,16 @@ def test_nnst_run_stylises_reports_every_step_and_lowers_its_loss(content_path, 
     assert torch.equal(image, again)  # reproducible
 
 
+def test_rematch_sets_how_often_the_neighbours_are_searched(content_path, style_path, fast):
+    def matchings(rematch):
+        options = {"nnst": {"coarsest": 48, "rematch": rematch}}
+        summary = nst.run(content_path, [style_path], **{**fast, "steps": 7, "options": options}).summary
+        return int(summary["nnst matching"].split()[0])
+
+    assert matchings(0) == 1  # one scale, matched once
+    assert matchings(2) in (3, 4)  # at steps 1, 3, 5 and 7, or 1, 3 and 7 when the neighbours settled
+
+
 def test_alpha_one_keeps_more_of_the_content_than_alpha_zero(content_path, style_path, fast):
     from nst.core.images import load_image, resize
 

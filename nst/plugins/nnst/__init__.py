@@ -174,8 +174,9 @@ def nst_plugin_options(register) -> None:
              "statistics, none", choices=COLOURS)
     register("rotate", bool, True, "also search the painting's 90, 180 and 270 degree rotations (more neighbours; "
              "the bank and the search are 4x larger)")
-    register("rematch", int, 100, "steps between matchings at a scale (the neighbours follow the changing image); "
-             "0 = once per scale", min=0, max=1_000_000)
+    register("rematch", int, 100, "steps between matchings at a scale (the neighbours follow the changing image; "
+             "the interval doubles once a matching changes under 2% of them); 0 = once per scale", min=0,
+             max=1_000_000)
     register("lr", float, 2e-3, "Adam's step on the Laplacian pyramid's coefficients", min=1e-6, max=1.0)
     register("coarsest", int, COARSEST, "long side in px of the first (coarsest) scale", min=16, max=4096)
     register("layers", list[str], list(LAYERS), "VGG relu layers of the hypercolumns")

@@ -47,13 +47,15 @@ from nst.plugins.nnst.pyramid import decompose, synthesise
 # style term with the default weights, so plugin terms weighted for gatys (nst video's temporal loss, depth) keep
 # their balance. Adam's steps do not depend on it otherwise.
 SCALE = 1e4
+SETTLED = 0.02  # a rematch that changes fewer neighbours than this doubles the interval to the next
 
 
 @dataclass
 class Params:
     """LAYERS: VGG relu layers of the hypercolumns; ALPHA: the content's share in the query image (1 = most
     content, 0 = most style); ROTATE: search the style's rotations too; LR: Adam's step on the pyramid's
-    coefficients; REMATCH: steps between matchings (0: once per scale); SEED: dithering of stroke levels."""
+    coefficients; REMATCH: steps between matchings (0: once per scale; doubled after a matching that changed under
+    SETTLED of the neighbours); SEED: dithering of stroke levels; CELLS: the fine layers' blocks join the loss."""
 
     layers: tuple[str, ...] = LAYERS
     alpha: float = 0.75
@@ -294,10 +296,14 @@ def optimise_scale(pyramid: list[torch.Tensor], content_pyramid: list[torch.Tens
     tiled = TiledLoss(terms, encoder, hw, scale.cell, halo=halo, on_tile=on_tile) if scale.cell else None
     variables = [p.detach().clone().requires_grad_(True) for p in pyramid[k:]]
     opt = torch.optim.Adam(variables, lr=params.lr)
+    interval, due = params.rematch, 1 + params.rematch
     for step in range(1, scale.steps + 1):
-        if params.rematch and step > 1 and (step - 1) % params.rematch == 0:
+        if params.rematch and step == due:
             with torch.no_grad():
                 rematch(synthesise(variables), params.alpha)
+            if targets.changed[-1] < SETTLED:  # the neighbours have settled: look again less often
+                interval *= 2
+            due = step + interval
         opt.zero_grad(set_to_none=True)
         image = synthesise(variables)
         if tiled is None:
