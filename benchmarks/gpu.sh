@@ -6,8 +6,8 @@
 #   2. writes the machine's description (env.txt);
 #   3. runs the whole test suite, slow and CUDA tests included (tests.log, tests.xml);
 #   4. runs `nst bench --device DEVICE` (CUDA: the GPU plan, sized for under 8 minutes on one H200; CPU: --quick)
-#      into OUT/bench, and the benchmark scripts' CUDA tables (gatys_cuda, johnson, fast, styles, analogy, studio) into
-#      OUT/*.md.
+#      into OUT/bench, and the benchmark scripts' CUDA tables (gatys_cuda, johnson, fast, styles, nnst, analogy,
+#      studio) into OUT/*.md.
 # Every step runs even when an earlier one failed; the script's exit code is the first failure's.
 #
 # Usage: bash benchmarks/gpu.sh OUT [--device cuda|cpu] [--wheels DIR] [--no-install] [--tests "PYTEST ARGS"]
@@ -91,6 +91,8 @@ else
     step "fast (arbitrary)" timeout 150 "$py" benchmarks/fast.py --sizes 512 1024 --runs 3 --limit 4 --devices cpu "$device" \
         --out "$out/fast-cuda.md"
     step "style scalability" timeout 120 "$py" benchmarks/styles.py --device "$device" --out "$out/styles-cuda.md"
+    step "nnst against gatys" timeout 300 "$py" benchmarks/nnst.py --size 1024 --repeats 2 --pairs 4 --metric none \
+        --sheet "$out/nnst-cuda.jpg" --out "$out/nnst-cuda.md"
     step "analogy" timeout 120 "$py" benchmarks/analogy.py --devices "$device" --sizes 224 448 --out "$out/analogy-cuda.md"
     step "studio default job" timeout 120 "$py" benchmarks/studio.py --device "$device" --jobs gatys:512:300 \
         --out "$out/studio-cuda.md"

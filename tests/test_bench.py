@@ -65,6 +65,20 @@ def test_results_json_holds_every_figure(report):
     assert {"scale/gatys/1", "scale/gatys/2"} <= set(cells)
 
 
+def test_nnst_is_in_every_section(tmp_path, tiny_weights):
+    folder = tmp_path / "report"
+    results = bench(folder, **{**tiny(tiny_weights), "methods": ["nnst"], "sizes": [32]})
+    cells = results["cells"]
+    assert not [k for k, v in cells.items() if "error" in v], cells
+    assert cells["time/nnst/32"]["s_per_step"] > 0 and cells["time/nnst/32"]["steps"] == 3
+    assert len([k for k in cells if k.startswith("grid/nnst/")]) == 4 and {"scale/nnst/1", "scale/nnst/2"} <= set(cells)
+    md = (folder / "report.md").read_text()
+    sections = md.split("## ")
+    for title in SECTIONS.values():
+        assert "nnst" in next(s for s in sections if s.startswith(title)), title
+    assert Image.open(folder / "sheets" / "nnst.png").size[0] > 100
+
+
 def test_resume_keeps_finished_cells_and_redoes_missing_ones(report, tiny_weights):
     folder, _ = report
     path = folder / "results.json"

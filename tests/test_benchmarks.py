@@ -22,6 +22,8 @@ BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
                   str(BENCH.parent / "assets"), "--metric", "none"], "| light | "),
     ("fast.py", ["--sizes", "64", "--runs", "1", "--limit", "1", "--metric", "none"], "| 64 | nst arbitrary (onnx) |"),
     ("styles.py", ["--counts", "1", "2", "--steps", "2", "--size", "32"], "| 2 |"),
+    ("nnst.py", ["--size", "48", "--steps", "2", "--repeats", "1", "--pairs", "1", "--metric", "none"],
+     "| 1 | nnst | "),
     ("large.py", ["--methods", "gatys", "arbitrary", "--sizes", "64", "--steps", "2", "--tile", "32"], "| gatys | cpu | 64x42 | 4 | 32 |"),
     ("video.py", ["--size", "64", "--frames", "3", "--gatys-size", "32", "--gatys-steps", "2", "--gatys-frames", "2"],
      "| johnson | 64 | 3 | yes |"),

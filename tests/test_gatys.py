@@ -63,7 +63,7 @@ def test_deterministic_under_seed(content_path, style_path, fast):
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
-@pytest.mark.parametrize("loss", ["gram", "mmd", "mrf"])
+@pytest.mark.parametrize("loss", ["gram", "mmd", "mrf", "ot", "w2"])
 @pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
 def test_every_style_loss_and_optimizer_reduce_the_loss(content_path, style_path, tiny_weights, loss, optimizer):
     rec = Recorder()

@@ -387,6 +387,20 @@ def test_results_and_settings_survive_a_restart(studio):
         assert client.get(f"/api/jobs/{again.json()['id']}/inputs/0").content == CONTENT
 
 
+def test_nnst_is_a_method_with_its_options_and_runs_a_job(studio):
+    with studio() as client:
+        catalog = client.get("/api/plugins").json()
+        method = next(m for m in catalog["methods"] if m["name"] == "nnst")
+        assert method["plugin"] == "nnst" and method["needs_style"] is True and "neighbour" in method["help"]
+        options = {o["key"]: o for o in next(p for p in catalog["plugins"] if p["name"] == "nnst")["options"]}
+        assert (options["alpha"]["kind"], options["alpha"]["default"]) == ("float", 0.75)
+        assert options["colors"]["choices"] == ["content", "result", "none"]
+        job = submit(client, steps=2, method="nnst", set="nnst.coarsest=32").json()["id"]
+        state = wait(client, job)
+        assert state["status"] == "done", state
+        assert one_line(submit(client, method="nnst", set="nnst.alpha=3")) == "nnst.alpha: must be between 0 and 1, got 3"
+
+
 def test_plugins_lists_methods_options_and_settings(studio):
     with studio() as client:
         catalog = client.get("/api/plugins").json()

@@ -19,7 +19,7 @@ import torch
 
 import nst
 from nst.bench import measures
-from nst.bench.plan import BenchPlan
+from nst.bench.plan import OPTIMISING, BenchPlan
 from nst.core.images import load_image, save_image
 from nst.errors import NSTError
 
@@ -121,7 +121,7 @@ class Bench:
         """nst.run of METHOD with the plan's device and quiet notes; returns the Result. Networks ("johnson",
         "stroke") run MODEL, by default the one trained on the grid's styles (stroke: on the first style)."""
         kwargs: dict[str, Any] = dict(method=method, size=size, device=self.device, note=_quiet, weights=self.plan.weights)
-        if method == "gatys":
+        if method in OPTIMISING:
             kwargs["steps"] = self.plan.steps
         if method in ("johnson", "stroke"):
             kwargs["method"] = "johnson"
@@ -161,16 +161,16 @@ class Bench:
             return self._time_text(size)
         rec = Recorder(self.device)
         model = self.model(method, 1) if method in ("johnson", "stroke") else None  # the one-style network
-        if method == "gatys":
+        if method in OPTIMISING:
             self._run(method, photo, [style], size, steps=2)  # warm-up: weights read, kernels chosen
-        if method in ("gatys", "analogy"):
+        if method in (*OPTIMISING, "analogy"):
             seconds, memory, _ = measured(self.device, lambda: self._run(method, photo, [style], size, plugins=[rec]))
         else:
             self._run(method, photo, [style], size, model=model)  # warm-up
             seconds, memory, _ = measured(self.device, lambda: self._run(method, photo, [style], size, model=model))
         return {"method": method, "size": size, "seconds": seconds, **memory,
-                "s_per_step": rec.seconds_per_step() if method == "gatys" else None,
-                "steps": self.plan.steps if method == "gatys" else None,
+                "s_per_step": rec.seconds_per_step() if method in OPTIMISING else None,
+                "steps": self.plan.steps if method in OPTIMISING else None,
                 "forward_ms": self._forward_ms(model, size) if model else None}
 
     def _forward_ms(self, model: Path, size: int) -> float:
@@ -216,7 +216,7 @@ class Bench:
         content, painting = load_image(photo), load_image(style)
         row = {"method": method, "photo": Path(photo).stem, "style": Path(style).stem, "image": str(target),
                **measures.all_measures(result.image, content, painting)}
-        if method == "gatys":
+        if method in OPTIMISING:
             row["curve"] = rec.curve()
         return row
 
@@ -225,15 +225,15 @@ class Bench:
         styles = self.plan.styles[:count]
         photo, size = self.plan.photos[0], self.plan.grid_size
         rec = Recorder(self.device)
-        if method == "gatys":
-            seconds, memory, result = measured(self.device, lambda: self._run("gatys", photo, styles, size, plugins=[rec]))
+        if method in OPTIMISING:
+            seconds, memory, result = measured(self.device, lambda: self._run(method, photo, styles, size, plugins=[rec]))
         else:
             self._run(method, photo, styles, size)
             seconds, memory, result = measured(self.device, lambda: self._run(method, photo, styles, size))
         paintings = [load_image(s) for s in styles]
         texture = [measures.texture(result.image, p) for p in paintings]
         return {"method": method, "styles": count, "seconds": seconds, **memory,
-                "s_per_step": rec.seconds_per_step() if method == "gatys" else None,
+                "s_per_step": rec.seconds_per_step() if method in OPTIMISING else None,
                 "colour": float(np.mean([measures.colour(result.image, p) for p in paintings])),
                 "texture": None if None in texture else float(np.mean(texture))}
 

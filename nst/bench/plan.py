@@ -10,7 +10,8 @@ from pathlib import Path
 
 from nst.errors import UsageError
 
-METHODS = ("gatys", "johnson", "stroke", "arbitrary", "analogy", "text")
+METHODS = ("gatys", "nnst", "johnson", "stroke", "arbitrary", "analogy", "text")
+OPTIMISING = ("gatys", "nnst")  # methods that optimise every image (steps, loss curves, nothing to train)
 NUMBER, TEXT, WHOLE, CURVE = "number", "text", "whole", "curve"
 CELL_FIELDS = {  # what each kind of cell holds (results.json is read back by --resume: cells are checked against it)
     "time": {"method": TEXT, "size": WHOLE, "seconds": NUMBER},
@@ -69,7 +70,7 @@ class BenchPlan:
                     out.append((f"grid/{method}/{photo.stem}/{style.stem}",
                                 {"method": method, "photo": str(photo), "style": str(style)}))
         for n in self.style_counts:
-            for method in ("gatys", "arbitrary"):
+            for method in ("gatys", "nnst", "arbitrary"):
                 if method in self.methods and n <= len(self.styles):
                     out.append((f"scale/{method}/{n}", {"method": method, "styles": n}))
         return out

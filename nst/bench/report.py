@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from nst.bench.plan import SECTIONS
+from nst.bench.plan import OPTIMISING, SECTIONS
 
 Block = tuple  # ("h1" | "h2" | "p", text) | ("table", header, rows) | ("img", path relative to the report, alt)
 
@@ -185,6 +185,10 @@ def build(results: dict, folder: Path) -> list[Block]:
     # 2. training
     blocks.append(("h2", SECTIONS["train"]))
     trains = sorted(_cells(results, "train/"), key=lambda r: (r["arch"], r["styles"]))
+    optimising = [m for m in OPTIMISING if m in plan["methods"]]
+    if optimising:
+        blocks.append(("p", f"{' and '.join(optimising)} optimise every image and train nothing: their whole cost is "
+                            "in section 1, their loss curves in section 4."))
     if trains:
         blocks.append(("p", "nst.train on the built-in photos at the plan's training size, batch 4. Time to quality: "
                             "seconds until the style loss (mean over 5 steps) first falls to half its first value."))
@@ -218,12 +222,14 @@ def build(results: dict, folder: Path) -> list[Block]:
     blocks.append(("h2", SECTIONS["curves"]))
     curves = {f"train {r['arch']} ({r['styles']} "
               f"style{'s' if r['styles'] > 1 else ''})": r["curve"] for r in trains if r.get("curve")}
-    first_gatys = next((r for r in grid if r["method"] == "gatys" and r.get("curve")), None)
-    if first_gatys:
-        curves[f"gatys {first_gatys['photo']} × {first_gatys['style']}"] = first_gatys["curve"]
+    for method in OPTIMISING:
+        first = next((r for r in grid if r["method"] == method and r.get("curve")), None)
+        if first:
+            curves[f"{method} {first['photo']} × {first['style']}"] = first["curve"]
     if curves:
         _plot_curves(curves, folder / "plots" / "curves.png")
-        blocks.append(("p", "Each weighted loss term against the step (log scale); the figures are in results.json."))
+        blocks.append(("p", f"Each weighted loss term against the step (log scale), for {'; '.join(curves)}; the "
+                            "figures are in results.json."))
         blocks.append(("img", "plots/curves.png", "loss terms during training and optimisation"))
 
     # 5. scalability
@@ -231,8 +237,9 @@ def build(results: dict, folder: Path) -> list[Block]:
     scale = sorted(_cells(results, "scale/"), key=lambda r: (r["method"], r["styles"]))
     cond = [r for r in trains if r["arch"] == "johnson"]
     if scale or cond:
-        blocks.append(("p", "gatys blends N styles in one optimisation; `arbitrary` blends N style vectors (constant "
-                            "cost); "
+        blocks.append(("p", "gatys blends N styles' statistics in one optimisation, nnst draws neighbours from N "
+                            "paintings in proportion (one search per painting); `arbitrary` blends N style vectors "
+                            "(constant cost); "
                             "one conditional Johnson network learns N styles against N separate networks (separate = N "
                             "× "
                             "the one-style network). Colour / texture: mean distance of the blend to each of its "

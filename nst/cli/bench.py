@@ -18,7 +18,7 @@ def bench(
                                                         "plan is meant for a GPU).")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     methods: Annotated[Optional[str], typer.Option(help="Comma-separated methods to measure. [default: "
-                                                        "gatys,johnson,stroke,arbitrary,analogy,text]",
+                                                        "gatys,nnst,johnson,stroke,arbitrary,analogy,text]",
                                                         show_default=False)] = None,
     sizes: Annotated[Optional[str], typer.Option(help="Comma-separated long sides in px for the time-per-image "
                                                       "section. [default: 64,128 with --quick; 256,512 on a CPU; "
@@ -27,7 +27,8 @@ def bench(
                                                    show_default=False)] = None,
     photos: Annotated[Optional[Path], typer.Option(help="Folder of photos to use before the built-in ones.",
                                                    show_default=False)] = None,
-    steps: Annotated[Optional[int], typer.Option(help="Optimisation steps per gatys run. [default: 10 with --quick; "
+    steps: Annotated[Optional[int], typer.Option(help="Optimisation steps per gatys run (per scale for nnst). "
+                                                      "[default: 10 with --quick; "
                                                       "100 on a CPU; 500 on CUDA]", show_default=False)] = None,
     train_steps: Annotated[Optional[int], typer.Option(help="Training steps per style for the networks. [default: 12 "
                                                             "with --quick; 200 on a CPU; 400 on CUDA]",

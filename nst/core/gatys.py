@@ -51,8 +51,9 @@ LossAndGrad = Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tenso
 
 def optimise(image: torch.Tensor, terms: list[LossTerm], encoder: Encoder, steps: int, optimizer: str = "lbfgs",
              lr: float = 0.02, on_step: StepObserver | None = None, history: int = 50,
-             loss_and_grad: LossAndGrad | None = None) -> torch.Tensor:
-    """Minimise the sum of TERMS over the pixels of IMAGE (1, 3, H, W); returns the best image seen, in [0, 1].
+             loss_and_grad: LossAndGrad | None = None, average: float = 0.0) -> torch.Tensor:
+    """Minimise the sum of TERMS over the pixels of IMAGE (1, 3, H, W); returns the best image seen, in [0, 1]
+    (with AVERAGE > 0: the exponential moving average of the iterates with that decay, bias-corrected).
 
     A step is one loss evaluation (one encoder forward + backward), so every step costs the same.
     L-BFGS (HISTORY pairs) uses a strong-Wolfe line search on unconstrained pixels; Adam takes steps of
@@ -68,6 +69,7 @@ def optimise(image: torch.Tensor, terms: list[LossTerm], encoder: Encoder, steps
     else:
         raise NSTError(f"unknown optimizer '{optimizer}' (lbfgs, adam)")
     done, best, best_loss = 0, x.detach().clone(), float("inf")
+    mean = torch.zeros_like(best)
 
     def closure() -> torch.Tensor:
         nonlocal done, best, best_loss
@@ -84,6 +86,7 @@ def optimise(image: torch.Tensor, terms: list[LossTerm], encoder: Encoder, steps
         if loss_and_grad is None:
             total.backward()
         done += 1
+        mean.mul_(average).add_(x.detach().clamp(0, 1), alpha=1 - average)
         if float(total.detach()) < best_loss:
             best, best_loss = x.detach().clone(), float(total.detach())
         if on_step is not None:
@@ -100,4 +103,6 @@ def optimise(image: torch.Tensor, terms: list[LossTerm], encoder: Encoder, steps
                     x.clamp_(0, 1)
     except _BudgetSpent:
         pass
+    if average > 0 and done:
+        return (mean / (1 - average ** done)).clamp(0, 1)
     return best.clamp(0, 1)

@@ -11,6 +11,7 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 
+from nst.core import transport
 from nst.errors import NSTError, UsageError
 
 Features = dict[str, torch.Tensor]
@@ -169,7 +170,7 @@ def tv_loss(x: torch.Tensor) -> torch.Tensor:
 
 # --- building terms ------------------------------------------------------------------------------
 
-STYLE_LOSSES = ("gram", "mmd", "mrf")
+STYLE_LOSSES = ("gram", "mmd", "mrf", "ot", "w2")
 
 
 def content_term(target: Features, layers: Iterable[str], weight: float) -> LossTerm:
@@ -189,15 +190,23 @@ def content_term(target: Features, layers: Iterable[str], weight: float) -> Loss
 
 def style_term(kind: str, styles: list[Features], blend: list[float], layers: Iterable[str], weight: float,
                mmd_kernel: str = "gaussian", seed: int = 0, name: str = "style",
-               grams: list[Features] | None = None) -> LossTerm:
+               grams: list[Features] | None = None,
+               moments: list[dict[str, tuple[torch.Tensor, torch.Tensor]]] | None = None) -> LossTerm:
     """Style loss of KIND against several styles, Σ_i blend_i · mean over layers of loss(x, s_i).
 
-    For Gram this equals matching the blended Gram Σ_i blend_i A_i (up to a constant). GRAMS: the styles'
-    Grams per layer (1, C, C), when computed elsewhere (tile by tile), instead of their features.
+    For Gram this equals matching the blended Gram Σ_i blend_i A_i (up to a constant); w2 matches the blended
+    raw moments, ot sums over the styles (nst.core.transport). GRAMS: the styles' Grams per layer (1, C, C), and
+    MOMENTS (w2): their (mean (C,), second moment (C, C)) per layer, when computed elsewhere (tile by tile),
+    instead of their features.
     """
     if kind not in STYLE_LOSSES:
         raise NSTError(f"unknown style loss '{kind}' (choose {', '.join(STYLE_LOSSES)})")
     layers = tuple(layers)
+    if kind == "w2":
+        return w2_term(moments or [{l: transport.raw_moments(s[l]) for l in layers} for s in styles], blend, layers,
+                       weight, name)
+    if kind == "ot":
+        return ot_term(styles, blend, layers, weight, seed, name)
     if kind == "mrf":
         small = [l for s in styles for l in layers if min(s[l].shape[-2:]) < 3]
         if small:
@@ -226,10 +235,47 @@ def style_term(kind: str, styles: list[Features], blend: list[float], layers: It
     return LossTerm(name, weight, fn, layers, tiled=gram_tiled(targets, blend, layers) if kind == "gram" else None)
 
 
+def w2_term(moments: list[dict[str, tuple[torch.Tensor, torch.Tensor]]], blend: list[float], layers: tuple[str, ...],
+            weight: float, name: str = "style") -> LossTerm:
+    """Wasserstein-2 style loss (nst.core.transport) against the blended raw MOMENTS [{layer: (mean, second moment)}]
+    of the styles, the mean over LAYERS; as sums over tiles too (a Gaussian's statistics are sums over positions)."""
+    targets = {l: transport.W2Target([m[l] for m in moments], blend) for l in layers}
+
+    def combine(sums: dict[str, torch.Tensor]) -> torch.Tensor:
+        return sum(transport.w2_loss(targets[l], sums[l], sums[l + "#ff"], sums[l + "#n"]) for l in layers) / len(layers)
+
+    def partial(feats: Features, _img: torch.Tensor, view: CellView) -> dict[str, torch.Tensor]:
+        out = {}
+        for l in layers:
+            out[l], out[l + "#ff"], out[l + "#n"] = transport.sums(feats[l][(..., *view.cell(l))])
+        return out
+
+    def fn(feats: Features, _img: torch.Tensor) -> torch.Tensor:
+        return combine({k: v for l in layers for k, v in zip((l, l + "#ff", l + "#n"), transport.sums(feats[l]))})
+
+    return LossTerm(name, weight, fn, layers, tiled=Tileable(partial, combine))
+
+
+def ot_term(styles: list[Features], blend: list[float], layers: tuple[str, ...], weight: float, seed: int = 0,
+            name: str = "style") -> LossTerm:
+    """STROTSS's style loss (nst.core.transport): Σ_i blend_i · ot(hypercolumns of the result at positions sampled
+    anew each evaluation, those of style i sampled once)."""
+    generator = torch.Generator().manual_seed(seed)
+    scales = transport.layer_scales(styles, blend, layers)
+    samples = [transport.sample_hypercolumns(s, layers, transport.OT_STYLE_POSITIONS, generator, scales)
+               for s in styles]
+
+    def fn(feats: Features, _img: torch.Tensor) -> torch.Tensor:
+        x = transport.sample_hypercolumns(feats, layers, transport.OT_POSITIONS, generator, scales)
+        return sum(w * transport.ot_loss(x, y) for w, y in zip(blend, samples))
+
+    return LossTerm(name, weight, fn, layers)
+
+
 def gram_sums(f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(1, C, h, w) -> (Σ f fᵀ (1, C, C), number of positions): the Gram of a part of an image, unnormalised."""
-    flat = f.reshape(f.shape[0], f.shape[1], -1)
-    return flat @ flat.transpose(1, 2), f.new_tensor(float(flat.shape[-1]))
+    _, ff, n = transport.sums(f)
+    return ff[None], n
 
 
 def gram_tiled(targets: list[dict[str, torch.Tensor]], blend: list[float], layers: tuple[str, ...]) -> Tileable:

@@ -22,8 +22,9 @@ from collections.abc import Callable
 import torch
 
 from nst.core.encoder import Encoder
-from nst.core.losses import LossTerm, gram_sums
+from nst.core.losses import LossTerm
 from nst.core.tiles import Tile, grid
+from nst.core.transport import sums as moment_sums
 from nst.errors import UsageError
 
 ALIGN = 16  # four poolings before relu5_1
@@ -167,11 +168,17 @@ def tiled_features(encoder: Encoder, image: torch.Tensor, layers, cell: int) -> 
     return out
 
 
-def tiled_grams(encoder: Encoder, image: torch.Tensor, layers, cell: int) -> dict[str, torch.Tensor]:
-    """The Gram matrices (1, C, C) of IMAGE's maps at LAYERS, summed tile by tile (equal to gram_matrix)."""
+def tiled_moments(encoder: Encoder, image: torch.Tensor, layers, cell: int) -> dict[str, tuple[torch.Tensor, ...]]:
+    """{layer: (Σ f (C,), Σ f fᵀ (C, C), positions)} of IMAGE's maps at LAYERS, summed tile by tile: Grams, means
+    and covariances follow (tiled_grams)."""
     sums: dict[str, list[torch.Tensor]] = {}
     for view, feats in _tile_maps(encoder, image, layers, cell):
         for l in layers:
-            g, n = gram_sums(feats[l][(..., *view.cell(l))])
-            sums[l] = [g, n] if l not in sums else [sums[l][0] + g, sums[l][1] + n]
-    return {l: g / n for l, (g, n) in sums.items()}
+            part = moment_sums(feats[l][(..., *view.cell(l))])
+            sums[l] = list(part) if l not in sums else [a + b for a, b in zip(sums[l], part)]
+    return {l: tuple(v) for l, v in sums.items()}
+
+
+def tiled_grams(encoder: Encoder, image: torch.Tensor, layers, cell: int) -> dict[str, torch.Tensor]:
+    """The Gram matrices (1, C, C) of IMAGE's maps at LAYERS, summed tile by tile (equal to gram_matrix)."""
+    return {l: ff[None] / n for l, (_, ff, n) in tiled_moments(encoder, image, layers, cell).items()}

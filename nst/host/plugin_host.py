@@ -32,9 +32,10 @@ from nst.version import __version__
 
 GROUP = "nst"
 DISABLE_ENV = "NST_DISABLE_PLUGINS"
-BUILTINS = {"gatys": "nst.plugins.gatys", "johnson": "nst.plugins.johnson", "depth": "nst.plugins.depth",
-            "semantic": "nst.plugins.semantic", "stroke": "nst.plugins.stroke", "analogy": "nst.plugins.analogy",
-            "text": "nst.plugins.text", "arbitrary": "nst.plugins.arbitrary", "video": "nst.plugins.video"}
+BUILTINS = {"gatys": "nst.plugins.gatys", "nnst": "nst.plugins.nnst", "johnson": "nst.plugins.johnson",
+            "depth": "nst.plugins.depth", "semantic": "nst.plugins.semantic", "stroke": "nst.plugins.stroke",
+            "analogy": "nst.plugins.analogy", "text": "nst.plugins.text", "arbitrary": "nst.plugins.arbitrary",
+            "video": "nst.plugins.video"}
 ESSENTIAL = ("gatys",)  # the default method: NST_DISABLE_PLUGINS cannot take it away
 
 

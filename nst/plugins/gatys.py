@@ -8,7 +8,7 @@ from nst.contract.hookspecs import hookimpl
 from nst.core import gatys
 from nst.core.images import MIN_SCALE_SIDE, check_min_side, resize, resize_long_side
 from nst.core.losses import content_term, merge_terms, style_term, tv_term
-from nst.core.tiled_gatys import TiledLoss, tiled_features, tiled_grams
+from nst.core.tiled_gatys import TiledLoss, tiled_features, tiled_moments
 from nst.errors import UsageError
 from nst.runtime import large
 
@@ -22,15 +22,18 @@ def core_terms(ctx: RunContext, encoder, cell: int = 0) -> list:
     """Content, style (blended over the styles) and TV terms for the current scale; with CELL > 0 the
     targets are computed in tiles of that size (the style's Grams as sums over tiles)."""
     s, state = ctx.settings, ctx.scale
-    if cell and s.style_loss != "gram":
+    if cell and s.style_loss not in ("gram", "w2"):
         raise UsageError(f"style loss '{s.style_loss}'{' (' + s.mmd_kernel + ')' if s.style_loss == 'mmd' else ''} "
-                         "cannot be computed in tiles (MMD samples positions of the whole image at random, MRF matches "
-                         "patches against all style patches); use --style-loss gram, or raise --max-memory")
+                         "cannot be computed in tiles (MMD and OT sample positions of the whole image at random, MRF "
+                         "matches patches against all style patches); use --style-loss gram or w2, or raise "
+                         "--max-memory")
     with torch.no_grad():
         if cell:
             target = tiled_features(encoder, state.content, s.content_layers, cell)
-            grams = [tiled_grams(encoder, img, s.style_layers, cell) for img in state.styles]
-            style = style_term("gram", [], ctx.style_weights, s.style_layers, s.style_weight, grams=grams)
+            sums = [tiled_moments(encoder, img, s.style_layers, cell) for img in state.styles]
+            style = style_term(s.style_loss, [], ctx.style_weights, s.style_layers, s.style_weight,
+                               grams=[{l: ff[None] / n for l, (_, ff, n) in m.items()} for m in sums],
+                               moments=[{l: (f / n, ff / n) for l, (f, ff, n) in m.items()} for m in sums])
         else:
             target = encoder(state.content, s.content_layers)
             style_feats = [encoder(img, s.style_layers) for img in state.styles]
@@ -74,7 +77,8 @@ def run(ctx: RunContext) -> torch.Tensor:
             try:
                 terms = merge_terms(core_terms(ctx, encoder, cell), ctx.hooks.losses(ctx, encoder))
                 tiled = TiledLoss(terms, encoder, tuple(content.shape[-2:]), cell, on_tile=ctx.on_tile) if cell else None
-                x = gatys.optimise(x, terms, encoder, scale.steps, s.optimizer, s.lr, observe, plan.history, tiled)
+                x = gatys.optimise(x, terms, encoder, scale.steps, s.optimizer, s.lr, observe, plan.history, tiled,
+                                   s.average)
                 break
             except torch.cuda.OutOfMemoryError:
                 if ctx.device.type == "cuda":

@@ -19,7 +19,7 @@ from nst.errors import NSTError, UsageError
 BASE_BYTES = 780 * 2 ** 20  # interpreter, torch, onnx and the other libraries a run imports (measured: 780-900 MB RSS)
 NETWORK_IMAGE_BYTES = 64  # per output pixel: the content at full size, padded copy, result, blend, 8-bit copy
 OVERLAP = 16  # feathered blend across cell borders, px
-PLANNED = ("gatys", "johnson", "arbitrary")  # the methods that plan their memory (and stop at --plan)
+PLANNED = ("gatys", "nnst", "johnson", "arbitrary")  # the methods that plan their memory (and stop at --plan)
 
 
 class PlanReady(NSTError):
@@ -168,3 +168,55 @@ def plan_gatys(ctx: RunContext, sizes: list[tuple[int, int, int]], encoder, laye
     if history < MAX_HISTORY:
         plan.notes.append(f"L-BFGS keeps {history} of {MAX_HISTORY} history pairs to fit the budget")
     return plan
+
+
+# --- nnst ----------------------------------------------------------------------------------------------------------
+
+NNST_IMAGE_BYTES = 260  # per image pixel: the pyramid, its gradient and Adam's two moments (4 × 4/3 × 12 B), the
+# content and its pyramid, the query, the result, and the grid's targets, scores and labels (about 40 B per 16 px)
+NNST_WINDOW_BYTES = 3200  # per window pixel: VGG19 to relu4_3 kept for the backward, the hypercolumns and targets
+MAX_BANK_ROWS = 2 ** 18  # style positions searched at most (a 1024 px painting with its rotations); beyond, every
+# s-th row and column of the painting's grid is kept (the strokes keep their size, the choice thins)
+BANK_SHARE = 0.25  # of the memory budget, at most, for the bank
+
+
+def search_seconds(dims: int, dtype: torch.dtype, device: torch.device) -> float:
+    """Seconds per multiply-add of the neighbour search (queries × bank rows × channels), timed on a probe."""
+    import time
+
+    q, b = torch.rand(1024, dims, device=device, dtype=dtype), torch.rand(4096, dims, device=device, dtype=dtype)
+    q @ b[:64].t()
+    start = time.perf_counter()
+    q @ b.t()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return (time.perf_counter() - start) / (1024 * 4096 * dims)
+
+
+def plan_nnst(ctx: RunContext, sizes: list[tuple[int, int, int]], encoder, layers, halo: int, bank_rows: list[int],
+              dims: int, row_bytes: int, dtype: torch.dtype, rematch: int,
+              chunk_bytes: int) -> tuple[planner.MemoryPlan, int]:
+    """(the plan of an nnst run over SIZES [(h, w, steps)], the most bank rows a scale may hold). Memory: the
+    whole-image buffers, a window's activations, the style bank (BANK_ROWS[i] rows of ROW_BYTES, capped) and the
+    search's chunk of scores; time: the steps and the matchings (1 + steps // REMATCH a scale) of DIMS channels in
+    DTYPE."""
+    from nst.core.tiled_gatys import ALIGN
+
+    s, limit = ctx.settings, budget(ctx)
+    cap = int(max(1024, min(MAX_BANK_ROWS, BANK_SHARE * limit // row_bytes)))
+    rows = [min(r, cap) for r in bank_rows]
+    weights = sum(p.numel() * p.element_size() for p in encoder.parameters())
+    costs = planner.Costs(BASE_BYTES + weights + max(rows) * row_bytes + chunk_bytes, NNST_IMAGE_BYTES,
+                          NNST_WINDOW_BYTES, step_seconds(encoder, layers, ctx.device))
+    per_mac = search_seconds(dims, dtype, ctx.device)
+    scales = []
+    for (h, w, steps), n in zip(sizes, rows):
+        scale = planner.plan_scale(h, w, steps, costs, limit, halo, ALIGN, 1.0, s.tile, tiled_work=1.4)
+        matchings = 1 + (max(steps - 1, 0) // rematch if rematch else 0)
+        scale.seconds += matchings * (-(-h // 4) * -(-w // 4)) * n * dims * per_mac
+        scales.append(scale)
+    plan = planner.MemoryPlan(s.method, str(ctx.device), limit, scales)
+    if max(bank_rows) > cap:
+        plan.notes.append(f"the style bank keeps {cap} of {max(bank_rows)} positions (every few rows and columns of "
+                          "the painting's grid) to fit the budget")
+    return plan, cap

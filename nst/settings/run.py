@@ -15,7 +15,8 @@ from nst.settings.declare import build, check_declared, setting
 
 RUN, STYLE, OPTIMISE, LARGE = "Run options", "Style options", "Optimisation", "Large output"
 GATYS_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
-STYLE_LAYERS = {"gram": GATYS_LAYERS, "mmd": GATYS_LAYERS, "mrf": ("relu3_1", "relu4_1")}  # Li & Wand use 3_1, 4_1
+STYLE_LAYERS = {"gram": GATYS_LAYERS, "mmd": GATYS_LAYERS, "mrf": ("relu3_1", "relu4_1"),  # Li & Wand use 3_1, 4_1
+                "ot": GATYS_LAYERS, "w2": GATYS_LAYERS}
 MAX_WEIGHT = 1e12  # loss weights beyond this overflow float32 losses: refused rather than "diverged"
 MAX_STEPS = 1_000_000
 SEED_LIMIT = 2 ** 63 - 1
@@ -33,8 +34,9 @@ class Settings:
     style_weight: float = setting(5e-3, "Weight of the style loss; higher = more stylised.", min=0, max=MAX_WEIGHT,
                                   group=STYLE)
     tv_weight: float = setting(1e5, "Total-variation weight (smoothness).", min=0, max=MAX_WEIGHT, group=STYLE)
-    style_loss: str = setting("gram", "Style loss: gram (Gatys), mmd (Li 2017) or mrf (Li & Wand patches).",
-                              choices=STYLE_LOSSES, group=STYLE)
+    style_loss: str = setting("gram", "Style loss: gram (Gatys), mmd (Li 2017), mrf (Li & Wand patches), ot "
+                              "(STROTSS: relaxed earth mover's distance + moments) or w2 (Wasserstein-2 of each layer's "
+                              "mean and covariance).", choices=STYLE_LOSSES, group=STYLE)
     mmd_kernel: str = setting("gaussian", "Kernel for --style-loss mmd.",
                               choices=("gaussian", "linear", "poly", "meanstd"), group=STYLE)
     style_blend: list[float] | None = setting(None, "Comma-separated weights, one per style image (normalised to "
@@ -49,6 +51,9 @@ class Settings:
     optimizer: str = setting("lbfgs", "Optimiser of the image.", choices=("lbfgs", "adam"), group=OPTIMISE)
     lr: float = setting(0.02, "Adam step size (pixels in 0..1); positive, at most 10.", max=10, group=OPTIMISE)
     init: str = setting("content", "Start image.", choices=("content", "noise", "style"), group=OPTIMISE)
+    average: float = setting(0.0, "Output the exponential moving average of the iterates with this decay, e.g. 0.99 "
+                             "(crowsonkb's style-transfer; smoother with Adam); 0 = the best iterate.", min=0,
+                             max=0.9999, group=OPTIMISE)
     seed: int = setting(0, "Random seed; runs on CPU are reproducible.", min=0, max=SEED_LIMIT, group=OPTIMISE)
     scales: int = setting(1, "Coarse-to-fine levels, each half the size of the next.", min=1, max=10, group=OPTIMISE)
     preserve_colors: str = setting("none", "Keep the content's colours: luminance-only transfer, or match the "

@@ -125,8 +125,11 @@ def _queue_overlays(folder: Path, ctx, content: LabelMap, styles: list[LabelMap]
 
 @hookimpl
 def nst_losses(ctx, encoder):
-    """A 'style' term replacing the global one: a Gram per (content region, paired style region)."""
+    """A 'style' term replacing the global one: a Gram per (content region, paired style region). nnst has no
+    Gram term: it searches each region's neighbours in its partner region, from ctx.guides."""
     g, s = ctx.guides, ctx.settings
+    if s.method == "nnst":
+        return None
     layers = s.style_layers
     cmasks = g["semantic.content"].masks().to(ctx.device)
     targets = []  # per style: per content region: {layer: Gram}

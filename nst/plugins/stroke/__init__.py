@@ -12,6 +12,9 @@ when the style image is resized to S px on its long side.
   size / --size) at every coarse-to-fine scale; with `stroke.map`, one masked Gram term per size of
   `stroke.sizes`, the masks being the map's interpolation weights; extra coarse scales are added when
   the largest stroke is far beyond the encoder's receptive field.
+- `--method nnst --plugin stroke`: the method reads the guides this plugin prepares (`stroke.size`, or
+  `stroke.sizes` and `stroke.levels`, the map's interpolation weights) and searches neighbours in the style
+  at those sizes; this plugin adds no terms and no schedule there.
 """
 from __future__ import annotations
 
@@ -102,9 +105,12 @@ def nst_prepare(ctx: RunContext, options):
         return None
     if options["size"] and options["map"] is not None:
         raise UsageError("give stroke.size or stroke.map, not both")
+    sizes = _sizes(options)
     if options["map"] is None:
-        return None
-    return {"stroke.map": read_stroke_map(options["map"], tuple(ctx.content.shape[-2:]), ctx.note).to(ctx.device)}
+        return {"stroke.size": options["size"] or middle_size(sizes)}
+    grey = read_stroke_map(options["map"], tuple(ctx.content.shape[-2:]), ctx.note).to(ctx.device)
+    return {"stroke.map": grey, "stroke.sizes": sizes,
+            "stroke.levels": gate_weights(map_to_sizes(grey, sizes[0], sizes[-1]), sizes)}
 
 
 @hookimpl
@@ -193,6 +199,8 @@ def nst_losses(ctx: RunContext, encoder, options):
     if ctx.mode == "train":
         return [_training_term(ctx, encoder, options)]
     s = ctx.settings
+    if s.method == "nnst":
+        return None
     ratio = ctx.scale.size / s.size  # this coarse-to-fine scale relative to the output
     biggest = _largest(ctx, options)
     if ratio == 1:
@@ -213,6 +221,8 @@ def nst_schedule(ctx: RunContext, options):
     """More coarse-to-fine scales than --scales when the largest stroke's style is over RF_FACTOR × the
     deepest style layer's receptive field at the coarsest scale (and that scale keeps MIN_COARSE px)."""
     s = ctx.settings
+    if s.method == "nnst":
+        return None  # its pyramid already starts at 64 px
     biggest = _largest(ctx, options)
     limit = RF_FACTOR * max(receptive_field(l) for l in s.style_layers)
     levels = s.scales

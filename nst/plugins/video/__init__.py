@@ -2,7 +2,7 @@
 
 Every frame goes through nst.run (any method, any plugin); optical flow between consecutive frames (DIS,
 Farneback or RAFT) with the forward-backward consistency mask of Ruder et al. 2016 keeps the result steady:
-gatys frames start from the warped previous output and carry a temporal loss, feed-forward frames blend the
+gatys and nnst frames start from the warped previous output and carry a temporal loss, feed-forward frames blend the
 warped previous output in. Frames are written to OUT.frames/ as they are made (--resume continues), and the
 output appears when the last frame is done. The Python entry point is nst.plugins.video.stylize_video.
 """
@@ -44,22 +44,22 @@ def nst_register_commands(app) -> None:
     def video_command(
         inputs: Annotated[list[Path], typer.Argument(help="The VIDEO (any format FFmpeg reads), a folder of frames or "
                                                           "a glob "
-                                                     "('shots/*.png'), then the STYLE image(s) for arbitrary and "
-                                                     "gatys.", show_default=False)],
+                                                     "('shots/*.png'), then the STYLE image(s) for arbitrary, gatys "
+                                                     "and nnst.", show_default=False)],
         output: Annotated[Path, typer.Option("--output", "-o", help="Output video (.mp4 .mkv .mov .webm .avi: same "
                                                                     "frame rate, "
                                              "frame count and audio) or a folder for PNG frames (a name without a "
                                              "suffix).", show_default=False)],
         method: Annotated[str, typer.Option(help="arbitrary (any painting, one pass per frame), johnson (--model), "
                                                  "gatys "
-                                            "(optimisation: minutes per frame), or a plugin's method.")] = "arbitrary",
+                                            "or nnst (optimisation: minutes per frame), or a plugin's method.")] = "arbitrary",
         temporal: Annotated[bool, typer.Option("--temporal/--no-temporal", help="Temporal consistency through optical "
                                                                                 "flow; "
                                                "--no-temporal stylises every frame on its own (to compare).")] = True,
         temporal_blend: Annotated[float, typer.Option(help="Feed-forward methods: share of the warped previous output "
                                                            "kept on "
                                                       "pixels whose motion is reliable, 0..1 (0 = none).")] = BLEND,
-        temporal_weight: Annotated[float, typer.Option(help="gatys: weight of the temporal loss (squared difference to "
+        temporal_weight: Annotated[float, typer.Option(help="gatys, nnst: weight of the temporal loss (squared difference to "
                                                             "the "
                                                        "warped previous output on reliable pixels).")] = TEMPORAL_LOSS,
         flow: Annotated[str, typer.Option(help=f"Optical flow: {', '.join(ESTIMATORS)} (raft downloads torchvision's "

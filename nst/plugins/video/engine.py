@@ -40,7 +40,7 @@ from nst.plugins.video.temporal import (
 )
 from nst.runtime.distributed import rank_and_world
 
-OPTIMISING = {"gatys"}  # methods made consistent by a start image + loss; every other method by blending
+OPTIMISING = {"gatys", "nnst"}  # methods made consistent by a start image + loss; every other method by blending
 MANIFEST = "job.json"
 GATYS_WARMUP = 2  # frames a torchrun process optimises before its chunk (see warmup_frames)
 
@@ -196,7 +196,7 @@ def stylize_video(input: str | os.PathLike, styles: Iterable = (), output: str |
                   **settings: Any) -> VideoResult:
     """Stylise the video (or folder / glob of frames) INPUT into OUTPUT: a video file (.mp4 .mkv .mov .webm .avi),
     or a folder of PNG frames. Each frame goes through nst.run with METHOD, STYLES, PLUGINS, OPTIONS, CONFIG and
-    SETTINGS (size: the long side, default the input's); with TEMPORAL, gatys frames start from the warped previous
+    SETTINGS (size: the long side, default the input's); with TEMPORAL, gatys and nnst frames start from the warped previous
     output and add a temporal loss (TEMPORAL_WEIGHT), other methods blend BLEND_WEIGHT of the warped previous output
     in on reliable pixels. FLOW: dis, farneback or raft (weights FLOW_WEIGHTS: raft-large, raft-small or a file).
     FPS: the frame rate of image inputs. Returns a VideoResult; prints nothing (NOTE gets the notes)."""
@@ -281,7 +281,7 @@ def stylize_video(input: str | os.PathLike, styles: Iterable = (), output: str |
 def warmup_frames(temporal: bool, optimising: bool, blend_weight: float) -> int:
     """Frames a process under torchrun stylises before its chunk and discards, to build the temporal state: for
     blending, enough that the influence of the missing history (BLEND_WEIGHT ** n) is under half an 8-bit level;
-    for gatys, GATYS_WARMUP frames."""
+    for gatys and nnst, GATYS_WARMUP frames."""
     if not temporal or blend_weight == 0:
         return 0
     if optimising:
