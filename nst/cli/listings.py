@@ -65,6 +65,8 @@ def info(image: Annotated[Path, typer.Argument(help="An image written by `nst ru
 
     record = read_run_record(image)
     typer.echo(f"nst {record.get('version', '?')}, seed {record.get('seed', '?')}")
+    if record.get("precision"):
+        typer.echo(f"computed in {record['precision']}")
     typer.echo(f"content: {record.get('content') or '(not a file)'}")
     for style in record.get("styles") or []:
         typer.echo(f"style: {style or '(not a file)'}")

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from nst.contract.context import RunContext
 from nst.contract.hookspecs import hookimpl
 from nst.core.images import resize, resize_long_side
-from nst.core.onnxrun import onnx_runner, pick_backend
+from nst.core.onnxrun import ONNX_PRECISION, onnx_runner, pick_backend
 from nst.core.weights import WeightSource
 from nst.plugins.arbitrary.network import OwnStyleTransformer, load_predictor, load_transformer
 from nst.runtime import large
@@ -128,7 +128,8 @@ def run(ctx: RunContext) -> torch.Tensor:
     arbitrary.base_size, the strokes of a pass at that size with the full-size pass's detail."""
     predictor, transformer = networks(ctx)
     semantic = "semantic.content" in ctx.guides
-    fast = pick_backend(ctx.settings.backend, ctx.device, supported=not semantic) == "onnx"  # masks: torch
+    fast = pick_backend(ctx.settings.backend, ctx.device, supported=not semantic  # masks: torch
+                        and ctx.settings.precision != "bf16") == "onnx"
     with torch.inference_mode():
         if semantic:
             vectors, masks = region_vectors(ctx, predictor)
@@ -138,9 +139,11 @@ def run(ctx: RunContext) -> torch.Tensor:
     plan, _ = large.plan_network(ctx, transformer, lambda x: transformer(x, vectors[:1]), BYTES_PER_PIXEL)
     large.announce(ctx, plan)
     tiled = bool(plan.scales[0].cell)
-    backend = pick_backend(ctx.settings.backend, ctx.device, supported=not semantic and not tiled)  # tiles: torch
+    backend = pick_backend(ctx.settings.backend, ctx.device, supported=not semantic and not tiled  # tiles: torch
+                           and ctx.settings.precision != "bf16")
     ctx.summary.setdefault("backend", backend)
     if backend == "onnx":
+        ctx.summary["precision"] = ONNX_PRECISION
         image = render_onnx(transformer, ctx.content, vectors)
     else:
         image = large.run_network(ctx, transformer, masked_forward(transformer, vectors, masks), plan)
