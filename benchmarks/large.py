@@ -39,7 +39,7 @@ def child(method: str, device: str, size: int, steps: int, budget: str | None, t
     clock = StepClock(sync)
     run = dict(method=method, size=size, device=device, note=lambda m: None, max_memory=budget, tile=tile)
     if method == "gatys":
-        run.update(steps=steps, plugins=[clock])
+        run.update(steps=steps, scales=1, plugins=[clock])
     else:
         run.update(backend="torch")
     start = time.perf_counter()

@@ -389,6 +389,32 @@ def test_cli_run_folder_with_a_broken_image(trained, tmp_path, run_cli):
     assert "Traceback" not in err
 
 
+@pytest.mark.slow
+def test_cli_run_folder_shared_out_under_torchrun(trained, tmp_path, run_cli):
+    """Two gloo processes split a folder of 5 photos (3 + 2): every result written once and equal to a
+    one-process run's; one report line, from process 0, counting all five."""
+    model, _ = trained
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(5):
+        gradient_image(40 + 4 * i, 32, seed=i).save(photos / f"p{i}.png")
+    single = tmp_path / "single"
+    code, _, err = run_cli("run", photos, "--method", "johnson", "--model", model, "-o", single, "--size", "32", "-q")
+    assert code == 0, err
+    shared = tmp_path / "shared"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
+                           "-m", "nst.cli", "run", str(photos), "--method", "johnson", "--model", str(model), "-o",
+                           str(shared), "--size", "32", "--device", "cpu", "-q"],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("wrote ") == 1 and f"wrote 5 image(s) to {shared} by 2 processes" in proc.stdout
+    assert proc.stdout.count(" -> ") == 5
+    assert sorted(p.name for p in shared.iterdir()) == [f"p{i}.png" for i in range(5)]
+    for i in range(5):
+        assert (read_png(shared / f"p{i}.png") - read_png(single / f"p{i}.png")).abs().max() == 0
+
+
 def test_cli_run_empty_folder(trained, tmp_path, run_cli):
     model, _ = trained
     (tmp_path / "empty").mkdir()

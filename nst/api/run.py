@@ -13,7 +13,7 @@ from PIL import Image
 from nst.api.arguments import blend_weights, check_call, image_list, input_paths, merge_config, split_plugins
 from nst.contract.context import Method, RunContext
 from nst.contract.failures import guarded
-from nst.core import colors
+from nst.core import colors, precision, threads
 from nst.core.devices import pick_device, torch_state_kept
 from nst.core.encoder import Encoder, load_vgg
 from nst.core.files import Outputs
@@ -104,18 +104,21 @@ def run(content, styles: Iterable = (), *, plugins: Iterable[str | object] = (),
         style_ts = [_cap(s, run_settings) for s in style_ts]
         style_ts = colors.prepare_styles(run_settings.preserve_colors, content_t, style_ts)
         registry = host.weights()
-        with torch_state_kept(device):
+        numerics = precision.choose(run_settings.precision, device)
+        with torch_state_kept(device), threads.using(threads.resolve(run_settings.threads)):
             torch.manual_seed(run_settings.seed)
             torch.set_flush_denormal(True)  # denormal floats slow CPU convolutions many-fold
 
             def make_encoder() -> Encoder:
-                return Encoder(load_vgg(registry, run_settings.weights, progress), run_settings.pooling).to(device)
+                return Encoder(load_vgg(registry, run_settings.weights, progress), run_settings.pooling,
+                               precision=numerics).to(device)
 
             ctx = RunContext(mode="run", settings=run_settings, device=device, content=content_t.to(device),
                              styles=[s.to(device) for s in style_ts], style_weights=weights, options=resolved,
                              hooks=host.run_hooks(active, resolved), encoder_factory=make_encoder, weights=registry,
                              architectures=host.architectures(), outputs=outputs, note=note,
-                             generator=torch.Generator().manual_seed(run_settings.seed), style_sides=sides)
+                             generator=torch.Generator().manual_seed(run_settings.seed), style_sides=sides,
+                             precision=numerics)
             if bar is not None:
                 ctx.on_tile = lambda done, total: bar.tile(ctx, done, total)
             try:
@@ -124,7 +127,8 @@ def run(content, styles: Iterable = (), *, plugins: Iterable[str | object] = (),
                 return Result(None, ctx.summary, plan=ready.plan)
     image = image.detach().float().cpu().clamp(0, 1)
     if output is not None:
-        record = run_record(run_settings, content, styles, names, {k: resolved[k] for k in active if resolved.get(k)})
+        record = run_record(run_settings, content, styles, names, {k: resolved[k] for k in active if resolved.get(k)},
+                            ctx.summary.get("precision", ""))
         outputs.add(output, print_writer(image, output, run_settings.bit_depth, read_extras(content, note),
                                                  record))
     written = outputs.commit()
@@ -157,6 +161,7 @@ def _run_method(ctx: RunContext, method: Method) -> torch.Tensor:
     ctx.summary.setdefault("seconds", round(time.perf_counter() - started, 2))
     ctx.summary.setdefault("size", f"{image.shape[-1]}x{image.shape[-2]}")
     ctx.summary.setdefault("device", str(ctx.device))
+    ctx.summary.setdefault("precision", ctx.precision.describe())
     return image
 
 

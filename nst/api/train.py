@@ -22,6 +22,7 @@ from nst.api.arguments import check_call, input_paths, merge_config, split_plugi
 from nst.api.checkpoints import checkpoint_path, load_checkpoint, save_checkpoint
 from nst.api.curves import curve_paths, write_csv, write_loss_curves, write_plot
 from nst.contract.context import RunContext, TrainBatch
+from nst.core import precision, threads
 from nst.core.devices import check_memory, torch_state_kept
 from nst.core.encoder import Encoder, load_vgg
 from nst.core.files import Outputs
@@ -114,14 +115,16 @@ def train(style, data: str | Path, output: str | Path, *, plugins: Iterable[str 
         style_images = [check_min_side(as_tensor(s, note), f"style image {style_name(s)}", "use a larger style image").to(device)
                         for s in styles]
         registry = host.weights()
-        with torch_state_kept(device):
+        numerics = precision.choose(train_settings.precision, device)
+        with torch_state_kept(device), threads.using(threads.resolve(train_settings.threads)):
             torch.manual_seed(train_settings.seed)
             torch.set_flush_denormal(True)
             ctx = RunContext(mode="train", settings=train_settings, device=device, content=None, styles=style_images,
                              style_weights=[1 / len(styles)] * len(styles), options=resolved, hooks=host.run_hooks(active,
                                                                                                                    resolved),
                              encoder_factory=lambda: encoder, weights=registry, architectures=host.architectures(),
-                             outputs=outputs, note=note, generator=torch.Generator().manual_seed(train_settings.seed))
+                             outputs=outputs, note=note, generator=torch.Generator().manual_seed(train_settings.seed),
+                             precision=numerics)
             net = ctx.hooks.train_network(ctx, train_settings)
             if net is not None and len(styles) > 1:
                 raise UsageError("a plugin's own network learns one style; give one style image")
@@ -140,7 +143,8 @@ def train(style, data: str | Path, output: str | Path, *, plugins: Iterable[str 
             check_memory(BYTES_PER_PIXEL * train_settings.batch_size * train_settings.size ** 2,
                          f"training at --size {train_settings.size}, --batch-size {train_settings.batch_size}", device,
                          "use a smaller --size or --batch-size")
-            encoder = Encoder(load_vgg(registry, train_settings.weights, progress), train_settings.pooling).to(device)
+            encoder = Encoder(load_vgg(registry, train_settings.weights, progress), train_settings.pooling,
+                              precision=numerics).to(device)
             result, error = None, None
             try:
                 shaping = {i.plugin_name for hook in SHAPING_HOOKS for i in getattr(host.pm.hook, hook).get_hookimpls()}
@@ -168,7 +172,8 @@ def train_loop(ctx: RunContext, net, encoder, photos, data, names: list[str], ou
         start, history, skipped = load_checkpoint(ckpt, settings, net, opt, device, ctx.architectures, plugins)
         if rank == 0:
             ctx.note(f"resuming from {ckpt} at step {start}")
-    model = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
+    numerics = ctx.precision
+    model = torch.nn.parallel.DistributedDataParallel(numerics.prepare(net)) if world > 1 else numerics.prepare(net)
     style_ts = [resize_long_side(img, settings.style_size) for img in ctx.styles]
     with torch.no_grad():
         style_losses = [style_term("gram", [encoder(img, settings.style_layers)], [1.0], settings.style_layers,
@@ -182,7 +187,8 @@ def train_loop(ctx: RunContext, net, encoder, photos, data, names: list[str], ou
     ctx.guides.update(ctx.hooks.prepare(ctx))
     started, step, saved = time.perf_counter(), start, start
     info = {"style": ", ".join(names), "styles": names, "settings": asdict(settings),
-            "plugins": sorted(plugins), "data": str(data), "photos": len(photos), "world_size": world}
+            "plugins": sorted(plugins), "data": str(data), "photos": len(photos), "world_size": world,
+            "precision": numerics.describe()}
 
     def checkpoint() -> None:
         nonlocal saved
@@ -204,7 +210,7 @@ def train_loop(ctx: RunContext, net, encoder, photos, data, names: list[str], ou
             inputs = ctx.hooks.network_inputs(ctx, net)
             if isinstance(net, MultiStyleNet):
                 inputs["style"] = k
-            out = model(batch, **inputs)
+            out = numerics.network(model)(batch, **inputs)
             feats = encoder(out, {l for t in terms for l in t.layers})
             parts = {t.name: t(feats, out) for t in terms}
             total = sum(parts.values())

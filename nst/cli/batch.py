@@ -49,13 +49,15 @@ def output_names(images: list[Path]) -> list[str]:
 
 def run_many(images: list[Path], styles: list[Path], out_dir: Path, quiet: bool, call: dict) -> None:
     """Stylise each image into OUT_DIR (checked in full before any work: a result nst wrote there before is replaced
-    only with --overwrite, another file never); the model stays loaded between images."""
+    only with --overwrite, another file never); the model stays loaded between images. Under torchrun the images
+    are shared out (process r of N takes every N-th from the r-th, on its own GPU) and process 0 reports for all."""
     import time
 
     from nst.api import run as run_api
     from nst.api.arguments import input_paths
     from nst.core.files import Manifest, Outputs, check_replace, same_file
     from nst.core.progress import progress_bar
+    from nst.runtime.distributed import rank_and_world, shard_device, total_over_ranks, wait_for_all
 
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"{out_dir}: with several inputs, -o must be a folder")
@@ -65,6 +67,7 @@ def run_many(images: list[Path], styles: list[Path], out_dir: Path, quiet: bool,
     holding = next((p for p in images if same_file(out_dir, p.parent)), None)
     if holding is not None:  # a folder given as an input is never written into (a second run would read the results)
         raise UsageError(f"{out_dir}: is the folder of the input {holding.name}; choose another output folder")
+    rank, world = rank_and_world()
     targets = [out_dir / n for n in output_names(images)]
     shared = input_paths(styles, call.get("model"), call.get("weights"))  # what every image's run reads
     plan = Outputs([*input_paths(images), *shared])
@@ -78,10 +81,13 @@ def run_many(images: list[Path], styles: list[Path], out_dir: Path, quiet: bool,
         check_replace(target, out_dir, True)  # replaced: only results nst wrote there, unchanged since
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = Manifest(out_dir)
+    wait_for_all(world)  # every process has checked the targets before any writes one
+    call = {**call, "device": shard_device(call.get("device") or "auto")}
+    mine = list(zip(images, targets))[rank::world]
     started, failed = time.perf_counter(), []
-    with progress_bar(disable=quiet, transient=True, unit="image") as bar:
-        task = bar.add_task("stylising", total=len(images))
-        for path, target in zip(images, targets):
+    with progress_bar(disable=quiet or rank > 0, transient=True, unit="image") as bar:
+        task = bar.add_task("stylising", total=len(mine))
+        for path, target in mine:
             try:
                 run_api(path, styles, output=target, progress=False, **call)
                 manifest.record([target])
@@ -94,8 +100,11 @@ def run_many(images: list[Path], styles: list[Path], out_dir: Path, quiet: bool,
                 failed.append(path)
                 note_line(str(exc))
             bar.advance(task)
+    done, not_done = total_over_ranks([len(mine) - len(failed), len(failed)], world)
     seconds = time.perf_counter() - started
-    done = len(images) - len(failed)
-    typer.echo(printable(f"wrote {done} image(s) to {out_dir} ({seconds:.1f} s, {done / seconds:.1f} images/s)"))
-    if failed:
-        raise NSTError(f"{len(failed)} image(s) could not be stylised (see the notes above)")
+    if rank == 0:
+        processes = f" by {world} processes" if world > 1 else ""
+        typer.echo(printable(f"wrote {done} image(s) to {out_dir}{processes} ({seconds:.1f} s, {done / seconds:.1f} "
+                             "images/s)"))
+    if not_done:
+        raise NSTError(f"{not_done} image(s) could not be stylised (see the notes above)")

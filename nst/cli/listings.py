@@ -66,7 +66,8 @@ def info(image: Annotated[Path, typer.Argument(help="An image written by `nst ru
     from nst.runtime.run_record import read_run_record
 
     record = read_run_record(image)
-    lines = [f"nst {record.version}, seed {record.seed}", f"content: {record.content or '(not a file)'}",
+    lines = [f"nst {record.version}, seed {record.seed}", *[f"computed in {record.precision}"] * bool(record.precision),
+             f"content: {record.content or '(not a file)'}",
              *[f"style: {style or '(not a file)'}" for style in record.styles],
              *[f"plugin: {name}" for name in record.plugins],
              *[f"set {plugin}.{key} = {value}" for plugin, values in record.options.items() for key, value in values.items()],

@@ -10,6 +10,7 @@ import torch
 from nst.contract.dispatch import RunHooks
 from nst.core.encoder import Encoder
 from nst.core.files import Outputs
+from nst.core.precision import PLAIN, Precision
 from nst.core.weights import Registry
 from nst.settings import Settings, TrainSettings
 
@@ -76,7 +77,9 @@ class RunContext:
     the user's folder: checked against the inputs and the overwrite rule) and queues them with
     `ctx.outputs.add(path, write)`, so they appear together with the result or not at all. on_tile(done,
     total): tiled work reports its tiles (within the current step) to the progress display, when there is one;
-    plan: the memory plan the method made (nst.core.planner.MemoryPlan), if any.
+    plan: the memory plan the method made (nst.core.planner.MemoryPlan), if any; precision: how networks compute on
+    this device (nst.core.precision.Precision: the encoder uses it; a method running a network of its own wraps its
+    forward with ctx.precision.network and prepares the module with ctx.precision.prepare).
     """
 
     mode: str
@@ -101,6 +104,7 @@ class RunContext:
     on_tile: Callable[[int, int], None] | None = None
     plan: Any = None
     style_sides: list[int] = field(default_factory=list)
+    precision: Precision = PLAIN
     _encoder: Encoder | None = None
 
     def encoder(self) -> Encoder:

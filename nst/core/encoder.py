@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nst.core.precision import PLAIN, Precision
 from nst.core.weights import Registry, StateDict, WeightSource
 from nst.errors import NSTError
 
@@ -102,11 +103,13 @@ def load_vgg(registry: Registry, name_or_path: str, progress: bool = True) -> VG
 class Encoder(nn.Module):
     """VGG19 up to the deepest layer asked for; input (B, 3, H, W) RGB in [0, 1].
 
-    forward(x, layers) -> {name: (B, C_l, H_l, W_l)} for every name in LAYERS, in one pass.
+    forward(x, layers) -> {name: (B, C_l, H_l, W_l)} for every name in LAYERS, in one pass, computed in PRECISION
+    (nst.core.precision: bf16 autocast and channels_last where chosen) and handed back as float32.
     Channel widths are read from the weights, so small test networks load through the same code.
     """
 
-    def __init__(self, weights: VGGWeights, pooling: str = "max", last: str = "pool5") -> None:
+    def __init__(self, weights: VGGWeights, pooling: str = "max", last: str = "pool5",
+                 precision: Precision = PLAIN) -> None:
         super().__init__()
         if pooling not in ("max", "avg"):
             raise NSTError(f"pooling must be 'max' or 'avg', got '{pooling}'")
@@ -130,6 +133,14 @@ class Encoder(nn.Module):
             self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
         self.requires_grad_(False)
         self.eval()
+        self.precision = precision
+        precision.prepare(self)
+
+    def channels(self, layer: str) -> int:
+        """Channels of LAYER's maps (a pooling keeps those of its block's last convolution)."""
+        conv = [c for c in CONVS if c.startswith(f"conv{layer[4]}_")][-1] if layer.startswith("pool") else \
+            "conv" + layer.removeprefix("relu").removeprefix("conv")
+        return self.convs[conv].out_channels
 
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
         if self.convention == "caffe":
@@ -152,12 +163,14 @@ class Encoder(nn.Module):
         if unknown:
             raise NSTError(f"encoder has no layer {', '.join(sorted(unknown))} (it stops at {self.layer_names[-1]})")
         last = max(self.layer_names.index(n) for n in wanted)
-        out, h = {}, self.preprocess(x)
-        for name in self.layer_names[: last + 1]:
-            h = self._layer(name, h)
-            if name in wanted:
-                out[name] = h
-        return out
+        out = {}
+        with self.precision.compute():
+            h = self.preprocess(self.precision.layout(x))
+            for name in self.layer_names[: last + 1]:
+                h = self._layer(name, h)
+                if name in wanted:
+                    out[name] = h
+        return {name: f.float() for name, f in out.items()}
 
     def _layer(self, name: str, h: torch.Tensor) -> torch.Tensor:
         if name.startswith("conv"):
@@ -169,6 +182,8 @@ class Encoder(nn.Module):
     def forward_between(self, h: torch.Tensor, start: str, end: str) -> torch.Tensor:
         """Continue from START's maps h (B, C, h, w) to END's maps (the layers after START up to END)."""
         i, j = self.layer_names.index(start), self.layer_names.index(end)
-        for name in self.layer_names[i + 1: j + 1]:
-            h = self._layer(name, h)
-        return h
+        with self.precision.compute():
+            h = self.precision.layout(h)
+            for name in self.layer_names[i + 1: j + 1]:
+                h = self._layer(name, h)
+        return h.float()

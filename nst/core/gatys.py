@@ -1,6 +1,7 @@
 """Image optimisation (Gatys et al. 2016): pixels updated by L-BFGS or Adam against loss terms."""
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -13,9 +14,30 @@ from nst.errors import NSTError
 StepObserver = Callable[[int, torch.Tensor, dict[str, float]], None]
 
 
+PRINT_START = 512  # px: where the automatic schedule starts (the default size: a print looks like its preview)
+GROWTH = math.sqrt(2)  # each scale's long side over the one before (crowsonkb's style-transfer-pytorch)
+STEPS_DECAY = 0.5  # each scale of the automatic schedule gets this share of the steps of the one before...
+LEAST_STEPS = 20  # ...but at least these (or --steps, when fewer)
+
+
 def scale_sizes(size: int, levels: int) -> list[int]:
     """Long sides of a coarse-to-fine pyramid ending at SIZE, halving each level: 512, 3 -> [128, 256, 512]."""
     return [max(16, round(size / 2 ** (levels - 1 - i))) for i in range(levels)]
+
+
+def print_schedule(size: int, steps: int, start: int = PRINT_START) -> list[tuple[int, int]]:
+    """[(long side, steps)] from START px up to SIZE, each scale GROWTH times the one before: STEPS at the first,
+    STEPS_DECAY times fewer at each next one (at least LEAST_STEPS). Most of the work is spent where a step is
+    cheap and the layout is made; the full size gets a few steps of detail. One scale up to START x GROWTH."""
+    count = 1 + max(0, math.floor(math.log(size / start) / math.log(GROWTH) + 1e-6))
+    sizes = [round(size / GROWTH ** k) for k in reversed(range(count))]
+    return [(side, steps if i == 0 else max(min(LEAST_STEPS, steps), round(steps * STEPS_DECAY ** i)))
+            for i, side in enumerate(sizes)]
+
+
+def schedule(size: int, steps: int, scales: int) -> list[tuple[int, int]]:
+    """[(long side, steps)] of a run: SCALES levels halving, STEPS each; SCALES 0: print_schedule."""
+    return print_schedule(size, steps) if scales == 0 else [(side, steps) for side in scale_sizes(size, scales)]
 
 
 def initial_image(kind: str, content: torch.Tensor, style: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -68,11 +68,46 @@ def content_loss(f: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 # --- Gram ----------------------------------------------------------------------------------------
 
+class _Gram(torch.autograd.Function):
+    """(B, C, H, W) -> (B, C, C) = F Fᵀ summed over positions, in either memory layout without a copy; the backward
+    uses the symmetry, dF = (dG + dGᵀ) F: one matrix product where autograd would take two."""
+
+    @staticmethod
+    def forward(ctx, f: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(f)
+        rows = _positions_view(f)
+        return rows.transpose(1, 2) @ rows if rows is not None else _channels(f) @ _channels(f).transpose(1, 2)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (f,) = ctx.saved_tensors
+        b, c, h, w = f.shape
+        both = grad + grad.transpose(1, 2)
+        rows = _positions_view(f)
+        if rows is not None:  # channels_last: (B, HW, C) rows, the gradient in the same layout
+            return (rows @ both).reshape(b, h, w, c).permute(0, 3, 1, 2)
+        return (both @ _channels(f)).reshape(b, c, h, w)
+
+
+def _channels(f: torch.Tensor) -> torch.Tensor:
+    return f.reshape(f.shape[0], f.shape[1], -1)
+
+
+def _positions_view(f: torch.Tensor) -> torch.Tensor | None:
+    """(B, C, H, W) in channels_last memory -> its (B, HW, C) rows as a view; None for other layouts."""
+    if f.is_contiguous() or not f.is_contiguous(memory_format=torch.channels_last):
+        return None
+    return f.permute(0, 2, 3, 1).reshape(f.shape[0], -1, f.shape[1])
+
+
+def gram_sum(f: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, C) = Σ over positions of f fᵀ (unnormalised), float32 in, float32 out."""
+    return _Gram.apply(f)
+
+
 def gram_matrix(f: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) -> (B, C, C) = F Fᵀ / (H W)."""
-    b, c, h, w = f.shape
-    flat = f.reshape(b, c, h * w)
-    return flat @ flat.transpose(1, 2) / (h * w)
+    return gram_sum(f) / (f.shape[-2] * f.shape[-1])
 
 
 def gram_loss(f: torch.Tensor, target_gram: torch.Tensor) -> torch.Tensor:
@@ -274,8 +309,7 @@ def ot_term(styles: list[Features], blend: list[float], layers: tuple[str, ...],
 
 def gram_sums(f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(1, C, h, w) -> (Σ f fᵀ (1, C, C), number of positions): the Gram of a part of an image, unnormalised."""
-    _, ff, n = transport.sums(f)
-    return ff[None], n
+    return gram_sum(f), f.new_tensor(float(f.shape[-2] * f.shape[-1]))
 
 
 def gram_tiled(targets: list[dict[str, torch.Tensor]], blend: list[float], layers: tuple[str, ...]) -> Tileable:

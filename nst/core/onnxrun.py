@@ -15,6 +15,7 @@ from nst.core.weights import cache_dir
 from nst.errors import NSTError
 
 BACKENDS = ("auto", "torch", "onnx")
+ONNX_PRECISION = "fp32 (onnxruntime)"  # what a network run by onnxruntime computes in, whatever --precision says
 OPSET = 17
 
 
@@ -34,7 +35,8 @@ def pick_backend(name: str, device: torch.device, supported: bool = True) -> str
         if device.type != "cpu":
             raise NSTError("backend onnx runs on the CPU; use device cpu or backend torch")
         if not supported:
-            raise NSTError("backend onnx: this network (or this run's options) needs backend torch")
+            raise NSTError("backend onnx: this network (or this run's options: tiles, region masks, --precision bf16) "
+                           "needs backend torch")
         if not onnx_available():
             raise NSTError("backend onnx needs onnx and onnxruntime: pip install 'nst-suite[onnx]'")
         return "onnx"
@@ -68,19 +70,21 @@ def _digest(net: torch.nn.Module, state: dict, extra: tuple[str, ...]) -> str:
     return h.hexdigest()[:24]
 
 
-_SESSIONS: dict[str, object] = {}
+_SESSIONS: dict[tuple[str, int], object] = {}
 
 
 def onnx_runner(net: torch.nn.Module, example: tuple[torch.Tensor, ...], names: list[str],
                 dynamic: dict[str, dict[int, str]]) -> Callable[..., torch.Tensor]:
-    """run(*inputs) -> NET(*inputs) computed by onnxruntime (CPU, float32). The graph is exported from EXAMPLE
-    inputs named NAMES (dimensions in DYNAMIC may vary) into the cache folder once per weights."""
+    """run(*inputs) -> NET(*inputs) computed by onnxruntime (CPU, float32) on torch's current number of threads
+    (nst.core.threads). The graph is exported from EXAMPLE inputs named NAMES (dimensions in DYNAMIC may vary) into
+    the cache folder once per weights."""
     import warnings
 
     import onnxruntime as ort
 
     key = weights_key(net, *names)
-    if key not in _SESSIONS:
+    threads = torch.get_num_threads()
+    if (key, threads) not in _SESSIONS:
         path = cache_dir().parent / "nst-onnx" / f"{key}.onnx"
         if not path.is_file():
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -90,14 +94,14 @@ def onnx_runner(net: torch.nn.Module, example: tuple[torch.Tensor, ...], names: 
                                   input_names=names, output_names=["output"], dynamic_axes=dynamic)
         options = ort.SessionOptions()
         options.log_severity_level = 4  # fatal only: a failure reaches the user as one line, not as a raw log line
-        options.intra_op_num_threads = torch.get_num_threads()
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
-            _SESSIONS[key] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            _SESSIONS[key, threads] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception:
             path.unlink(missing_ok=True)  # a damaged cache file: exported again next time
             raise NSTError(f"{path}: the cached ONNX graph could not be opened; run again to re-export it") from None
-    session = _SESSIONS[key]
+    session = _SESSIONS[key, threads]
 
     def run(*inputs: torch.Tensor) -> torch.Tensor:
         feed = {n: x.detach().cpu().float().contiguous().numpy() for n, x in zip(names, inputs)}

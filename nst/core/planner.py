@@ -13,6 +13,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
+from nst.core.tiles import grid
 from nst.errors import FieldError, NSTError
 
 GB = 2 ** 30
@@ -54,7 +55,8 @@ class Costs:
 
 @dataclass
 class ScalePlan:
-    """One scale: (h, w) image, STEPS, CELL px (0 = untiled), HALO px, TILES, estimated PEAK bytes, SECONDS."""
+    """One scale: (h, w) image, STEPS, CELL px (0 = untiled), HALO px, TILES, estimated PEAK bytes, SECONDS; for an
+    optimisation, its OPTIMIZER and L-BFGS HISTORY pairs."""
 
     h: int
     w: int
@@ -64,6 +66,8 @@ class ScalePlan:
     tiles: int
     peak: float
     seconds: float
+    optimizer: str = ""
+    history: int = 0
 
 
 @dataclass
@@ -75,7 +79,6 @@ class MemoryPlan:
     budget: int
     scales: list[ScalePlan]
     notes: list[str] = field(default_factory=list)
-    history: int = 50  # L-BFGS history pairs (Gatys)
 
     @property
     def peak(self) -> float:
@@ -91,6 +94,7 @@ class MemoryPlan:
         for s in self.scales:
             how = (f"{s.tiles} tiles of {s.cell} px (halo {s.halo} px)" if s.cell else "untiled")
             steps = f", {s.steps} steps" if s.steps else ""
+            steps += {"lbfgs": f" of L-BFGS ({s.history} pairs)", "adam": " of Adam"}.get(s.optimizer, "")
             lines.append(f"  {s.w}x{s.h}{steps}: {how}, peak ~{s.peak / GB:.2f} GB, ~{_duration(s.seconds)}")
         lines += [f"  {n}" for n in self.notes]
         return "\n".join(lines)
@@ -100,10 +104,6 @@ def _duration(seconds: float) -> str:
     if seconds < 90:
         return f"{max(seconds, 0.1):.1f} s" if seconds < 10 else f"{seconds:.0f} s"
     return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
-
-
-def tile_count(h: int, w: int, cell: int) -> int:
-    return math.ceil(h / cell) * math.ceil(w / cell)
 
 
 def window_pixels(h: int, w: int, cell: int, halo: int) -> int:
@@ -138,7 +138,8 @@ def plan_scale(h: int, w: int, steps: int, costs: Costs, budget: float, halo: in
         cell = max(MIN_CELL, cell // align * align)
         if cell >= max(h, w):
             cell = 0
-    tiles = 1 if cell == 0 else tile_count(h, w, cell)
-    px = h * w if cell == 0 else tiles * window_pixels(h, w, cell, halo)
+    windows = [(t.window[1] - t.window[0]) * (t.window[3] - t.window[2]) for t in grid(h, w, cell, halo, align)] \
+        if cell else [h * w]
+    tiles, px = len(windows), sum(windows)
     work = costs.work * px * max(steps, 1) * (tiled_work if cell else 1)
     return ScalePlan(h, w, steps, cell, halo if cell else 0, tiles, peak(cell), work / rate)

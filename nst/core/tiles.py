@@ -107,7 +107,9 @@ class TileableNorm:
 def instance_norm(module: TileableNorm, x: torch.Tensor, eps: float, weight: torch.Tensor | None = None,
                   bias: torch.Tensor | None = None) -> torch.Tensor:
     """F.instance_norm of X (B, C, h, w) with optional per-channel affine (C,), unless MODULE is inside a tiled
-    pass: then the whole image's statistics (see WholeImageNorms)."""
+    pass: then the whole image's statistics (see WholeImageNorms). Computed in float32 whatever X's dtype (bfloat16
+    under autocast), so the statistics keep their precision."""
+    x = x.float()
     if module.tile_norm is None:
         return F.instance_norm(x, weight=weight, bias=bias, eps=eps)
     y = module.tile_norm(x, eps)
@@ -133,7 +135,7 @@ class WholeImageNorms:
         index, self._calls = self._calls, self._calls + 1
         if index < len(self.stats):
             mean, var = self.stats[index]
-            return (x - mean.to(x.dtype)) * torch.rsqrt(var.to(x.dtype) + eps)
+            return (x - mean) * torch.rsqrt(var + eps)
         y0, y1, x0, x1 = self._tile.cell_in_window(x.shape[-2], x.shape[-1], self._window_hw)
         cell = x[..., y0:y1, x0:x1].double()
         sums = torch.stack([cell.sum((0, 2, 3)), cell.pow(2).sum((0, 2, 3)),

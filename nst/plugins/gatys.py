@@ -15,7 +15,7 @@ from nst.runtime import large
 
 def default_schedule(ctx: RunContext) -> list[Scale]:
     s = ctx.settings
-    return [Scale(size, s.steps) for size in gatys.scale_sizes(s.size, s.scales)]
+    return [Scale(size, steps) for size, steps in gatys.schedule(s.size, s.steps, s.scales)]
 
 
 def core_terms(ctx: RunContext, encoder, cell: int = 0) -> list:
@@ -72,12 +72,12 @@ def run(ctx: RunContext) -> torch.Tensor:
         def observe(step: int, image: torch.Tensor, losses: dict[str, float], offset: int = done) -> None:
             ctx.hooks.on_step(ctx, offset + step, image, losses)
 
-        cell = plan.scales[index].cell
+        cell, optimizer, history = plan.scales[index].cell, plan.scales[index].optimizer, plan.scales[index].history
         while True:  # on CUDA out-of-memory: the scale again from its start, in smaller tiles
             try:
                 terms = merge_terms(core_terms(ctx, encoder, cell), ctx.hooks.losses(ctx, encoder))
                 tiled = TiledLoss(terms, encoder, tuple(content.shape[-2:]), cell, on_tile=ctx.on_tile) if cell else None
-                x = gatys.optimise(x, terms, encoder, scale.steps, s.optimizer, s.lr, observe, plan.history, tiled,
+                x = gatys.optimise(x, terms, encoder, scale.steps, optimizer, s.lr, observe, history, tiled,
                                    s.average)
                 break
             except torch.cuda.OutOfMemoryError:

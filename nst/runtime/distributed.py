@@ -24,3 +24,27 @@ def process_device(name: str) -> torch.device:
         device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
         torch.cuda.set_device(device)
     return device
+
+
+def shard_device(name: str) -> str:
+    """The device a process of a torchrun batch computes on: CUDA (given or auto) means this rank's own GPU
+    (LOCAL_RANK); outside torchrun, or on the CPU, NAME unchanged."""
+    if "LOCAL_RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1 and name in ("auto", "cuda") \
+            and torch.cuda.is_available():
+        return str(process_device("cuda"))
+    return name
+
+
+def total_over_ranks(counts: list[int], world: int) -> list[int]:
+    """COUNTS summed over the torchrun processes (every process calls it); COUNTS itself with one process."""
+    if world == 1:
+        return counts
+    values = torch.tensor(counts, dtype=torch.int64)
+    dist.all_reduce(values)
+    return values.tolist()
+
+
+def wait_for_all(world: int) -> None:
+    """A barrier of the torchrun processes (nothing with one process)."""
+    if world > 1:
+        dist.barrier()

@@ -103,10 +103,12 @@ def smaller(cell: int, h: int, w: int) -> int:
 
 
 def run_network(ctx: RunContext, net: nn.Module, forward: tiles.Forward, plan: planner.MemoryPlan) -> torch.Tensor:
-    """NET over ctx.content as PLAN says: one pass, or tiles with whole-image norm statistics; on CUDA
-    out-of-memory, again with tiles half as large (a note says so)."""
+    """NET over ctx.content as PLAN says: one pass, or tiles with whole-image norm statistics, in ctx.precision; on
+    CUDA out-of-memory, again with tiles half as large (a note says so)."""
     scale = plan.scales[0]
     cell, content = scale.cell, ctx.content
+    ctx.precision.prepare(net)
+    forward = ctx.precision.network(forward)
     while True:
         try:
             if not cell:
@@ -128,46 +130,106 @@ def run_network(ctx: RunContext, net: nn.Module, forward: tiles.Forward, plan: p
 # per window pixel: VGG19 activations to relu5_1 kept for the backward, and gradients (fitted to a 2048 px run in
 # 608 px windows)
 VGG_WINDOW_BYTES = 2400
-GATYS_IMAGE_BYTES = 160  # per image pixel: image, gradient, best image, content and its relu4_2 target, L-BFGS work
+IMAGE_BYTES = 48  # per pixel of a scale: the image, its gradient, the best image so far, the content at that scale
+PIXEL_BYTES = 12  # one float32 RGB pixel: the content at full size and the styles at each scale are kept whole
+LBFGS_BYTES = 85  # torch's L-BFGS work vectors: direction, last gradient, line-search copies (measured at 2000² px)
 HISTORY_BYTES = 24  # per image pixel and L-BFGS history pair (two 3-channel float vectors)
+ADAM_BYTES = 36  # Adam's two moments and the denominator it computes per step
 MAX_HISTORY, MIN_HISTORY = 50, 5
+LBFGS_MIN_CELL = 512  # px: L-BFGS gives way to Adam where its buffers leave room only for smaller tiles
+STEP_OVERHEAD = 1.1  # a Gatys step over the encoder's forward + backward alone: Grams, losses, optimiser (limit.py)
+FORWARD_SHARE = 0.35  # a forward without gradients, as a share of forward + backward (targets; a tiled step's pass 1)
 
 
 def step_seconds(encoder, layers, device: torch.device) -> float:
-    """Seconds per pixel of one untiled step (encoder forward to LAYERS and backward), timed on a 128×128 probe."""
+    """Seconds per pixel of the encoder's forward to LAYERS and backward, in its precision on DEVICE: the slope
+    between a 96 and a 192 px probe after a warm-up (fixed per-call costs left out; timed now, so a loaded machine
+    estimates honestly)."""
     import time
 
-    x = torch.rand(1, 3, 128, 128, device=device, requires_grad=True)
-    sum(f.mean() for f in encoder(x[..., :64, :64], layers).values()).backward()
-    start = time.perf_counter()
-    sum(f.mean() for f in encoder(x, layers).values()).backward()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return (time.perf_counter() - start) / x[0, 0].numel()
+    def timed(side: int) -> float:
+        x = torch.rand(1, 3, side, side, device=device, requires_grad=True)
+        start = time.perf_counter()
+        sum(f.mean() for f in encoder(x, layers).values()).backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - start
+
+    timed(64)
+    small, large = timed(96), timed(192)
+    return max(large - small, 0.25 * large) / (192 ** 2 - 96 ** 2)
+
+
+def feature_bytes(encoder, layers) -> float:
+    """Bytes per input pixel of the float32 maps at LAYERS (e.g. the content target at relu4_2: 32)."""
+    from nst.core.tiled_gatys import layer_stride
+
+    return sum(4 * encoder.channels(l) / layer_stride(l) ** 2 for l in layers)
 
 
 def plan_gatys(ctx: RunContext, sizes: list[tuple[int, int, int]], encoder, layers) -> planner.MemoryPlan:
-    """The plan of a Gatys run over SIZES [(h, w, steps)] (coarse to fine): each scale untiled when it fits,
-    else in tiles with a halo of VGG's receptive radius at the deepest of LAYERS; the L-BFGS history
-    shrinks (down to MIN_HISTORY) when the whole-image buffers would take over half the budget."""
+    """The plan of a Gatys run over SIZES [(h, w, steps)] (coarse to fine): each scale untiled when it fits, else in
+    tiles with a halo of VGG's receptive radius at the deepest of LAYERS; L-BFGS keeps fewer history pairs (down to
+    MIN_HISTORY) when its buffers would take over half the budget, and a scale where even those do not fit is
+    optimised by Adam (a third of L-BFGS's memory). The time comes from a probe of the encoder, made when the plan
+    is shown."""
     from nst.core.tiled_gatys import ALIGN, halo_for
 
-    s, limit = ctx.settings, budget(ctx)
-    h, w, _ = sizes[-1]
-    history = MAX_HISTORY
-    if s.optimizer == "lbfgs":
-        room = (limit / 2 - BASE_BYTES) / (h * w) - GATYS_IMAGE_BYTES
-        history = int(max(MIN_HISTORY, min(MAX_HISTORY, room // HISTORY_BYTES)))
-    per_pixel = GATYS_IMAGE_BYTES + (HISTORY_BYTES * history if s.optimizer == "lbfgs" else 24)
+    s, limit, halo = ctx.settings, budget(ctx), halo_for(layers)
     weights = sum(p.numel() * p.element_size() for p in encoder.parameters())
-    costs = planner.Costs(BASE_BYTES + weights, per_pixel, VGG_WINDOW_BYTES, step_seconds(encoder, layers, ctx.device))
-    halo = halo_for(layers)
-    scales = [planner.plan_scale(sh, sw, steps, costs, limit, halo, ALIGN, 1.0, s.tile, tiled_work=1.4)
-              for sh, sw, steps in sizes]
-    plan = planner.MemoryPlan(s.method, str(ctx.device), limit, scales, history=history)
-    if history < MAX_HISTORY:
-        plan.notes.append(f"L-BFGS keeps {history} of {MAX_HISTORY} history pairs to fit the budget")
-    return plan
+    whole = ctx.content.shape[-2] * ctx.content.shape[-1]
+    target = feature_bytes(encoder, s.content_layers)
+
+    def plan(rate: float) -> list[planner.ScalePlan]:
+        scales = []
+        for h, w, steps in sizes:
+            styles = sum(style_pixels(img, max(h, w) * s.style_scale) for img in ctx.styles)
+            fixed = BASE_BYTES + weights + PIXEL_BYTES * (whole + styles) + target * h * w
+            scale = scale_plan(h, w, steps, fixed, limit, halo, ALIGN, rate * STEP_OVERHEAD, s.optimizer, s.tile)
+            scale.seconds += FORWARD_SHARE * rate * (h * w + styles)  # the content target and the styles' Grams
+            scales.append(scale)
+        return scales
+
+    scales = plan(0.0)
+    if any(p.cell for p in scales) or s.plan or s.max_memory is not None or s.tile:  # shown: timed
+        scales = plan(step_seconds(encoder, layers, ctx.device))
+    result = planner.MemoryPlan(s.method, str(ctx.device), limit, scales)
+    fewer = [p.history for p in scales if p.optimizer == "lbfgs" and p.history < MAX_HISTORY]
+    if fewer:
+        result.notes.append(f"L-BFGS keeps {min(fewer)} of {MAX_HISTORY} history pairs to fit the budget")
+    adam = [f"{p.w}x{p.h}" for p in scales if p.optimizer != s.optimizer]
+    if adam:
+        result.notes.append(f"Adam at {', '.join(adam)}: L-BFGS's buffers would leave room only for small tiles")
+    return result
+
+
+def style_pixels(image: torch.Tensor, long_side: float) -> int:
+    """Pixels of IMAGE (1, 3, H, W) resized to LONG_SIDE on its long side."""
+    k = max(16, round(long_side)) / max(image.shape[-2:])
+    return round(image.shape[-2] * k) * round(image.shape[-1] * k)
+
+
+def scale_plan(h: int, w: int, steps: int, fixed: float, limit: int, halo: int, align: int, rate: float,
+               optimizer: str, tile: int) -> planner.ScalePlan:
+    """One scale's plan: L-BFGS with as many history pairs as fit in half the budget (at least MIN_HISTORY), unless
+    its buffers leave room only for tiles under LBFGS_MIN_CELL px (their halos would multiply the work): then Adam.
+    FIXED: bytes besides the per-pixel buffers; RATE: seconds per pixel and step."""
+    px, tiled_work = h * w, 1 + FORWARD_SHARE
+    if optimizer == "lbfgs":
+        history = int(((limit / 2 - fixed) / px - IMAGE_BYTES - LBFGS_BYTES) // HISTORY_BYTES)
+        history = max(MIN_HISTORY, min(MAX_HISTORY, history))
+        costs = planner.Costs(fixed, IMAGE_BYTES + LBFGS_BYTES + HISTORY_BYTES * history, VGG_WINDOW_BYTES, rate)
+        try:
+            result = planner.plan_scale(h, w, steps, costs, limit, halo, align, 1.0, tile, tiled_work)
+        except NSTError:
+            result = None
+        if result is not None and (result.cell == 0 or result.cell >= min(LBFGS_MIN_CELL, tile or LBFGS_MIN_CELL)):
+            result.optimizer, result.history = "lbfgs", history
+            return result
+    costs = planner.Costs(fixed, IMAGE_BYTES + ADAM_BYTES, VGG_WINDOW_BYTES, rate)
+    result = planner.plan_scale(h, w, steps, costs, limit, halo, align, 1.0, tile, tiled_work)
+    result.optimizer = "adam"
+    return result
 
 
 # --- nnst ----------------------------------------------------------------------------------------------------------

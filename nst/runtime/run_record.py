@@ -24,9 +24,11 @@ from nst.version import __version__
 SCALAR = (str, int, float, bool, type(None))
 
 
-def run_record(settings: Settings, content, styles: list, plugins: list[str], options: dict) -> dict:
+def run_record(settings: Settings, content, styles: list, plugins: list[str], options: dict,
+               precision: str = "") -> dict:
     """What the output file records of its run (nst info, nst run --config-from): nst version, seed, every
-    setting, the plugins named and their options, the input files."""
+    setting, the plugins named and their options, the input files, and the PRECISION the networks computed in
+    (settings.precision may say auto: this is what auto chose on that machine)."""
     def name(image) -> str | None:
         return str(Path(image).resolve()) if isinstance(image, (str, os.PathLike)) else None
 
@@ -35,7 +37,7 @@ def run_record(settings: Settings, content, styles: list, plugins: list[str], op
         if isinstance(values[key], str) and Path(values[key]).is_file():
             values[key] = name(values[key])
     return {"version": __version__, "seed": settings.seed, "settings": values, "plugins": plugins,
-            "options": options, "content": name(content), "styles": [name(s) for s in styles]}
+            "options": options, "content": name(content), "styles": [name(s) for s in styles], "precision": precision}
 
 
 @dataclass
@@ -51,6 +53,7 @@ class RunRecord:
     options: dict[str, dict[str, Any]]
     content: str | None
     styles: list[str | None]
+    precision: str = ""  # what the networks computed in ('bf16, channels_last (auto: AMX)'), when recorded
 
 
 def _plain(value: Any) -> bool:
@@ -87,9 +90,12 @@ def read_run_record(path: str | Path) -> RunRecord:
         raise bad("content", "the path of the content image", content)
     if not isinstance(styles, list) or not all(isinstance(s, (str, type(None))) for s in styles):
         raise bad("styles", "a list of style image paths", styles)
+    precision = raw.get("precision") or ""
+    if not isinstance(precision, str) or len(precision) > 100:
+        raise bad("precision", "a short description of the precision", precision)
     version = raw.get("version")
     return RunRecord(path, version if isinstance(version, str) else "?", raw.get("seed", "?"), settings, plugins,
-                     options, content, styles)
+                     options, content, styles, precision)
 
 
 @dataclass

@@ -10,6 +10,8 @@ from nst.core.images import MAX_SIDE
 from nst.core.losses import STYLE_LOSSES
 from nst.core.onnxrun import BACKENDS
 from nst.core.planner import parse_bytes
+from nst.core.precision import PRECISIONS
+from nst.core.threads import MAX_THREADS
 from nst.errors import FieldError
 from nst.settings.declare import build, check_declared, setting
 
@@ -20,6 +22,9 @@ STYLE_LAYERS = {"gram": GATYS_LAYERS, "mmd": GATYS_LAYERS, "mrf": ("relu3_1", "r
 MAX_WEIGHT = 1e12  # loss weights beyond this overflow float32 losses: refused rather than "diverged"
 MAX_STEPS = 1_000_000
 SEED_LIMIT = 2 ** 63 - 1
+PRECISION_HELP = ("Arithmetic of the networks: bf16 (bfloat16 convolutions, float32 losses and optimiser) or fp32; "
+                  "auto = bf16 where the hardware has it (CPUs with AVX512-BF16 or AMX, CUDA from Ampere on), else fp32.")
+THREADS_HELP = "CPU threads for torch and onnxruntime; 0 = NST_THREADS, else OMP_NUM_THREADS, else the physical cores."
 
 
 @dataclass
@@ -29,7 +34,8 @@ class Settings:
     method: str = setting("gatys", "Transfer method, from the method registry (`nst plugins` shows providers).",
                           group=RUN)
     size: int = setting(512, "Long side of the output in pixels.", min=16, max=MAX_SIDE, group=RUN)
-    steps: int = setting(300, "Optimisation steps at each scale.", min=1, max=MAX_STEPS, group=OPTIMISE)
+    steps: int = setting(300, "Optimisation steps at each scale (with --scales 0: at the first scale; fewer at each "
+                         "larger one).", min=1, max=MAX_STEPS, group=OPTIMISE)
     content_weight: float = setting(1.0, "Weight of the content loss.", min=0, max=MAX_WEIGHT, group=STYLE)
     style_weight: float = setting(5e-3, "Weight of the style loss; higher = more stylised.", min=0, max=MAX_WEIGHT,
                                   group=STYLE)
@@ -55,13 +61,18 @@ class Settings:
                              "(crowsonkb's style-transfer; smoother with Adam); 0 = the best iterate.", min=0,
                              max=0.9999, group=OPTIMISE)
     seed: int = setting(0, "Random seed; runs on CPU are reproducible.", min=0, max=SEED_LIMIT, group=OPTIMISE)
-    scales: int = setting(1, "Coarse-to-fine levels, each half the size of the next.", min=1, max=10, group=OPTIMISE)
+    scales: int = setting(0, "Coarse-to-fine levels, each half the size of the next. 0 = automatic: one level up to "
+                          "724 px; a larger output starts at 512 px and grows by √2 per level, half the steps each "
+                          "time (at least 20), so a print costs a fraction of full-size steps.", min=0, max=10,
+                          group=OPTIMISE)
     preserve_colors: str = setting("none", "Keep the content's colours: luminance-only transfer, or match the "
                                    "style's histogram to the content.", choices=("none", "luminance", "histogram"),
                                    group=STYLE)
     pooling: str = setting("avg", "VGG pooling.", choices=("max", "avg"), group=RUN)
     weights: str = setting("vgg19", "Encoder weights: a name from `nst weights` or a file path.", group=RUN, file="in")
     device: str = setting("auto", "auto, cpu, cuda or cuda:N.", group=RUN)
+    precision: str = setting("auto", PRECISION_HELP, choices=PRECISIONS, group=RUN)
+    threads: int = setting(0, THREADS_HELP, min=0, max=MAX_THREADS, group=RUN, shown="0 (the physical cores)")
     save_every: int = setting(0, "Write OUT_stepNNNN.png every N steps (0 = never).", min=0, max=MAX_STEPS, group=RUN,
                               file="out")
     model: str | None = setting(None, "For --method johnson: the network file from `nst train`, or multistyle26.",

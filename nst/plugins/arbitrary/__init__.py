@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from nst.contract.context import RunContext
 from nst.contract.hookspecs import hookimpl
 from nst.core.images import MIN_SIDE, resize, resize_long_side
-from nst.core.onnxrun import onnx_runner, pick_backend
+from nst.core.onnxrun import ONNX_PRECISION, onnx_runner, pick_backend
 from nst.core.weights import WeightSource
 from nst.errors import FieldError
 from nst.plugins.arbitrary.network import OwnStyleTransformer, load_predictor, load_transformer
@@ -130,7 +130,8 @@ def run(ctx: RunContext) -> torch.Tensor:
     arbitrary.base_size, the strokes of a pass at that size with the full-size pass's detail."""
     predictor, transformer = networks(ctx)
     semantic = "semantic.content" in ctx.guides
-    fast = pick_backend(ctx.settings.backend, ctx.device, supported=not semantic) == "onnx"  # masks: torch
+    fast = pick_backend(ctx.settings.backend, ctx.device, supported=not semantic  # masks: torch
+                        and ctx.settings.precision != "bf16") == "onnx"
     with torch.inference_mode():
         if semantic:
             vectors, masks = region_vectors(ctx, predictor)
@@ -140,7 +141,8 @@ def run(ctx: RunContext) -> torch.Tensor:
     plan, _ = large.plan_network(ctx, transformer, lambda x: transformer(x, vectors[:1]), BYTES_PER_PIXEL)
     large.announce(ctx, plan)
     tiled = bool(plan.scales[0].cell)
-    backend = pick_backend(ctx.settings.backend, ctx.device, supported=not semantic and not tiled)  # tiles: torch
+    backend = pick_backend(ctx.settings.backend, ctx.device, supported=not semantic and not tiled  # tiles: torch
+                           and ctx.settings.precision != "bf16")
     ctx.summary.setdefault("backend", backend)
     base = ctx.options.get("arbitrary", {}).get("base_size", BASE_SIZE)
     small = resize_long_side(ctx.content, base) if base and max(ctx.content.shape[-2:]) > base else None
@@ -150,6 +152,7 @@ def run(ctx: RunContext) -> torch.Tensor:
                          f"{small.shape[-2]}, under the {MIN_SIDE} px minimum on a side; use 0 (one pass) or at least "
                          f"{math.ceil(MIN_SIDE * max(h, w) / min(h, w))}")
     if backend == "onnx":
+        ctx.summary["precision"] = ONNX_PRECISION
         image = render_onnx(transformer, ctx.content, vectors)
     else:
         image = large.run_network(ctx, transformer, masked_forward(transformer, vectors, masks), plan)

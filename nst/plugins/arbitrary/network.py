@@ -98,7 +98,9 @@ class ConditionalNorm(TileableNorm, nn.Module):
         self.shift = nn.Linear(STYLE_DIM, channels)
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, masks: torch.Tensor | None = None) -> torch.Tensor:
-        """X (B, C, h, w); STYLE (B, 100), or (K, 100) with MASKS (B, K, H, W) summing to 1 (one vector per region)."""
+        """X (B, C, h, w); STYLE (B, 100), or (K, 100) with MASKS (B, K, H, W) summing to 1 (one vector per region).
+        The statistics in float32 whatever X's dtype (bfloat16 under autocast)."""
+        x = x.float()
         if self.tile_norm is not None:  # tiled inference: the whole image's statistics
             normed = self.tile_norm(x, EPS)
         else:

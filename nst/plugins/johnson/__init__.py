@@ -15,7 +15,7 @@ import torch
 from nst.contract.context import RunContext
 from nst.contract.hookspecs import hookimpl
 from nst.core.johnson import MultiStyleNet, blend, johnson_from_config, load_model, multistyle_from_config
-from nst.core.onnxrun import onnx_runner, pick_backend
+from nst.core.onnxrun import ONNX_PRECISION, onnx_runner, pick_backend
 from nst.core.weights import WeightSource
 from nst.errors import NSTError, UsageError
 from nst.plugins.johnson.presets import PRESET_NAMES, presets_command, style_index
@@ -128,9 +128,10 @@ def run(ctx: RunContext) -> torch.Tensor:
     if tiled:
         large.check_tileable(inputs)
     backend = pick_backend(ctx.settings.backend, ctx.device, supported=set(inputs) <= {"style"} and not tiled
-                           and not getattr(net, "inputs", None))
+                           and not getattr(net, "inputs", None) and ctx.settings.precision != "bf16")
     ctx.summary.setdefault("backend", backend)
     if backend == "onnx":
+        ctx.summary["precision"] = ONNX_PRECISION
         axes = {0: "batch", 2: "height", 3: "width"}
         names, args = ["image", *inputs], [ctx.content, *inputs.values()]
         example = tuple([ctx.content[:, :, :64, :64], *inputs.values()])

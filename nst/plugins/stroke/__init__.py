@@ -225,10 +225,10 @@ def nst_schedule(ctx: RunContext, options):
         return None  # its pyramid already starts at 64 px
     biggest = _largest(ctx, options)
     limit = RF_FACTOR * max(receptive_field(l) for l in s.style_layers)
-    levels = s.scales
+    levels = max(1, s.scales)
     while biggest / 2 ** (levels - 1) > limit and s.size / 2 ** levels >= MIN_COARSE:
         levels += 1
-    if levels == s.scales:
+    if levels == max(1, s.scales):
         return None
     ctx.note(f"stroke: {levels} coarse-to-fine scales, so {biggest} px strokes fit the encoder's receptive field")
     return [Scale(size, s.steps) for size in gatys.scale_sizes(s.size, levels)]
