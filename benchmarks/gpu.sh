@@ -4,7 +4,8 @@
 #   1. installs the other dependencies from wheels in WHEELS (default: .whl/ in the checkout) into a private
 #      folder on PYTHONPATH, then the project itself with `pip install --no-deps -e .`;
 #   2. writes the machine's description (env.txt);
-#   3. runs the whole test suite, slow and CUDA tests included (tests.log, tests.xml);
+#   3. measures the machine's peak and each method's share of it (benchmarks/limit.py: limit-DEVICE.md);
+#      runs the whole test suite, slow and CUDA tests included (tests.log, tests.xml);
 #   4. runs `nst bench --device DEVICE` (CUDA: the GPU plan, sized for under 8 minutes on one H200; CPU: --quick)
 #      into OUT/bench, and the benchmark scripts' CUDA tables (gatys_cuda, johnson, fast, styles, nnst, analogy,
 #      studio) into OUT/*.md.
@@ -78,6 +79,8 @@ run_tests() {
     tail -3 "$out/tests.log"
     return $rc
 }
+step "the machine's limit" timeout 300 "$py" benchmarks/limit.py --device "$device" --sizes 512 1024 \
+    --out "$out/limit-$device.md"
 step "tests" run_tests
 
 if [ "$device" = cpu ]; then

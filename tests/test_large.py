@@ -176,7 +176,7 @@ def test_tiled_loss_and_gradient_equal_the_whole_image(tiny_encoder, one_thread)
 
 def test_gatys_run_in_tiles_follows_the_untiled_run(tiny_weights, content_path, style_path, monkeypatch, one_thread):
     """Same seed and steps, two scales, 32 px tiles (halo 16 px for layers to relu3_1), Adam: the same losses at
-    every step (5 digits) and the same image (max difference < 1e-3; measured ~2e-5). (L-BFGS follows too, but
+    every step (4 digits) and the same image (max difference < 1e-3; measured ~2e-5). (L-BFGS follows too, but
     its line search can branch differently on float-rounding differences after a few steps.)"""
     import nst
     from nst.core import tiled_gatys
@@ -196,13 +196,13 @@ def test_gatys_run_in_tiles_follows_the_untiled_run(tiny_weights, content_path, 
             self.seen.append(losses["total"])
 
     kw = dict(size=128, steps=4, scales=2, weights=str(tiny_weights), style_layers=["relu1_1", "relu2_1", "relu3_1"],
-              content_layers=["relu2_2"], optimizer="adam", lr=0.05)
+              content_layers=["relu2_2"], optimizer="adam", lr=0.05, precision="fp32")  # float32 on every machine
     whole, tiled = Losses(), Losses()
     a = nst.run(content_path, [style_path], plugins=[whole], **kw)
     assert not calls
     b = nst.run(content_path, [style_path], plugins=[tiled], tile=32, **kw)
     assert calls and max(calls) == 12 and b.plan.scales[-1].tiles == 12
-    assert whole.seen == pytest.approx(tiled.seen, rel=1e-5)
+    assert whole.seen == pytest.approx(tiled.seen, rel=2e-4)  # (channels_last sums in another order: ~5e-5)
     assert (a.image - b.image).abs().max() < 1e-3
 
 

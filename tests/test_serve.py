@@ -544,7 +544,7 @@ def test_estimate_before_run(studio):
         assert answer.status_code == 200, answer.text
         first = answer.json()
         assert first["seconds"] > 0 and first["text"].startswith("about ") and first["text"].endswith(" on cpu")
-        assert "64x48, 20 steps: untiled" in first["plan"] and first["seconds"] >= first["work"] > 0
+        assert "64x48, 20 steps of L-BFGS (50 pairs): untiled" in first["plan"] and first["seconds"] >= first["work"] > 0
         assert client.post("/api/estimate", data=fields).json() == first  # kept: the form may ask again and again
         with_plugin = client.post("/api/estimate", data={**fields, "plugins": "glow"}).json()
         assert with_plugin["text"].endswith("(plugins glow not counted)")

@@ -246,7 +246,7 @@ def train_loop(ctx: RunContext, net, encoder, photos, data, names: list[str], ou
         ctx.outputs.commit()
         for path in (ckpt, *curve_paths(ckpt)):
             path.unlink(missing_ok=True)
-    state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+    state = {k: v.detach().cpu().clone(memory_format=torch.contiguous_format) for k, v in net.state_dict().items()}
     return TrainResult(output if rank == 0 else None, step, history, skipped, time.perf_counter() - started, state)
 
 
