@@ -113,6 +113,18 @@ def test_resume_checks_what_it_reads_back(report, tiny_weights):
     assert Path(cells[grid]["image"]).is_relative_to(folder / "images")
 
 
+def test_a_grid_cell_that_failed_is_read_back(tmp_path):
+    """A grid cell recorded as an error (a method that failed on one pair) has no image: reading the report back
+    (--resume, or the refusal to write over it) keeps it instead of failing with KeyError 'image'."""
+    from nst.bench import _read_results
+
+    path = tmp_path / "results.json"
+    cells = {"grid/text/p0/s0": {"error": "the glyph is too small"}, "grid/gatys/p0/s0": {"skipped": "not installed"}}
+    path.write_text(json.dumps({"cells": cells, "plan": {}}))
+    notes = []
+    assert _read_results(path, tmp_path, notes.append)["cells"] == cells and notes == []
+
+
 def test_refusals(report, tiny_weights, tmp_path):
     folder, _ = report
     with pytest.raises(UsageError, match="--resume"):

@@ -237,8 +237,9 @@ def _read_results(path: Path, folder: Path, note: Callable[[str], None]) -> dict
                          "or choose another folder")
     for key, cell in list(data["cells"].items()):
         problem = cell_problem(key, cell)
-        if problem is None and key.startswith("grid/") and not (inside(cell["image"], folder / "images")
-                                                                and Path(cell["image"]).is_file()):
+        # a grid cell's image (a cell recorded as an error or skipped has none)
+        if problem is None and "image" in cell and not (inside(cell["image"], folder / "images")
+                                                         and Path(cell["image"]).is_file()):
             problem = "its image is not in the report's images/"
         if problem is not None:
             note(f"{path}: cell {key[:60]} is damaged ({problem}); it is measured again")
