@@ -1,5 +1,6 @@
 """Every hook is documented and tested: docs/plugins.md has a `### nst_<name>` section for each hook
-spec in nst.hookspecs, and some other file under tests/ mentions it."""
+spec in nst.hookspecs, and some other file under tests/ mentions it. The README's tables and pictures are
+the ones docs/ makes."""
 from __future__ import annotations
 
 import inspect
@@ -65,3 +66,22 @@ def test_the_guide_names_every_built_in_plugin_and_command():
     commands = [c for name in BUILTINS for c in host.records[name].commands]
     assert {"masks", "presets", "video"} <= set(commands)
     assert [c for c in commands if f"`nst {c}`" not in text] == []
+
+
+def test_every_picture_the_readme_shows_is_in_the_repository():
+    """README.md's pictures (<img src=…> and ![…](…)) are files of the repository, not of ../shared or the web."""
+    text = (TESTS.parent / "README.md").read_text(encoding="utf-8")
+    paths = re.findall(r'<img\b[^>]*\bsrc="([^"]+)"', text) + re.findall(r"!\[[^\]]*\]\(([^)\s]+)", text)
+    assert len(paths) >= 20, "README.md's gallery has lost its pictures"
+    missing = [p for p in paths if not (TESTS.parent / p).is_file()]
+    assert missing == [], f"README.md shows pictures that are not in the repository: {missing}"
+
+
+def test_readme_gallery_is_the_one_docs_gallery_makes():
+    """README.md's gallery table is what docs/gallery.py writes: its commands are the ones that made the
+    pictures (run python docs/gallery.py after changing a row)."""
+    import runpy
+
+    script = runpy.run_path(str(TESTS.parent / "docs" / "gallery.py"))
+    text = (TESTS.parent / "README.md").read_text(encoding="utf-8")
+    assert script["rewrite"](text) == text, "README.md's gallery differs from docs/gallery.py's rows"
