@@ -20,6 +20,7 @@ CPU use --threads 1: the peak and the methods then share one core's limit, and t
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -33,7 +34,7 @@ from nst.core import threads
 from nst.core.devices import pick_device
 from nst.core.encoder import Encoder, load_vgg
 from nst.core.images import load_image
-from nst.core.precision import Precision, choose
+from nst.core.precision import Precision, bf16_hardware, choose
 from nst.plugins.gatys import scale_shape
 from nst.runtime.large import STEP_OVERHEAD
 
@@ -42,12 +43,14 @@ WHOLE_CALL = {"analogy"}  # optimisation methods whose on_step calls are not equ
 
 
 def forms(device: torch.device) -> dict[str, Precision]:
-    """The forms of nst.core.precision to measure on DEVICE, by name."""
+    """The forms of nst.core.precision to measure on DEVICE, by name: bf16 only where the hardware computes it (torch
+    emulates it elsewhere, several times slower than fp32: not a limit worth measuring, and minutes per call)."""
     t = device.type
     out = {"fp32": Precision(t), "fp32 channels_last": Precision(t, channels_last=True)}
     if t == "cuda":
         out["tf32 channels_last"] = Precision(t, channels_last=True, tf32=True)
-    out["bf16 channels_last"] = Precision(t, torch.bfloat16, True, t == "cuda")
+    if bf16_hardware(device):
+        out["bf16 channels_last"] = Precision(t, torch.bfloat16, True, t == "cuda")
     return out
 
 
@@ -187,9 +190,17 @@ def report(args, device: torch.device, sync, count: int) -> str:
                 rows.append((name, size, run_method(name, size, args.steps, str(device), sync, args.repeats)))
             except nst.NSTError as exc:
                 rows.append((name, size, {"error": str(exc)}))
-    lines += ["", f"## Each method's rate, as a share of the peak of the form it ran in (and of the best form, {best})",
-              "", "| method | size | precision | seconds | per | GFLOP | GFLOP/s | share of its form's peak | share of the "
-              "best peak |", "|---" * 9 + "|"]
+            print(f"measured {name} at {size} px", file=sys.stderr)
+            if args.out:  # what is measured so far, so a run stopped midway keeps it
+                write_report("\n".join(lines + method_table(rows, peaks, best)), args.out)
+    return "\n".join(lines + method_table(rows, peaks, best))
+
+
+def method_table(rows: list, peaks: dict[str, float], best: str) -> list[str]:
+    """The lines of the methods' table for ROWS [(name, size, measurement)]."""
+    lines = ["", f"## Each method's rate, as a share of the peak of the form it ran in (and of the best form, {best})",
+             "", "| method | size | precision | seconds | per | GFLOP | GFLOP/s | share of its form's peak | share of the "
+             "best peak |", "|---" * 9 + "|"]
     for name, size, r in rows:
         if "error" in r:
             lines.append(f"| {name} | {size} | – | – | – | – | – | – | could not run: {r['error']} |")
@@ -198,10 +209,8 @@ def report(args, device: torch.device, sync, count: int) -> str:
         form = form_of(r["precision"])
         lines.append(f"| {name} | {size} | {r['precision']} | {r['seconds']:.3f} | {r['unit']} | {r['flops'] / 1e9:.1f} | "
                      f"{rate:.0f} | {rate / peaks.get(form, peaks[best]):.2f} | {rate / peaks[best]:.2f} |")
-    lines += ["", f"The planner times a Gatys step as the encoder's forward + backward x {STEP_OVERHEAD} (its "
-                  "STEP_OVERHEAD); the table above is where that figure comes from.", ""]
-    return "\n".join(lines)
-
+    return lines + ["", f"The planner times a Gatys step as the encoder's forward + backward x {STEP_OVERHEAD} (its "
+                        "STEP_OVERHEAD); the table above is where that figure comes from.", ""]
 
 if __name__ == "__main__":
     main()
