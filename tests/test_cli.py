@@ -184,6 +184,14 @@ def test_progress_in_a_log_is_plain_lines_with_rate_and_time_left(tmp_path, tiny
     assert run("-q") == []
 
 
+def test_progress_rates_read_as_plain_numbers():
+    """A fast run's rate is a whole number of steps per second, never '1.3e+02' (a log line failed its pattern)."""
+    from nst.core.progress import rate_text
+
+    assert [rate_text(r) for r in (125.3, 99.6, 32.4, 3.24, 0.5, None)] == [
+        "125 steps/s", "100 steps/s", "32 steps/s", "3.2 steps/s", "2 s/step", "? steps/s"]
+
+
 @pytest.mark.parametrize("command, needs", [("info", "IMAGE"), ("run", "INPUTS..., --output"),
                                             ("masks", "IMAGES..., --output"), ("export", "MODEL, --onnx")])
 def test_a_command_without_its_arguments_is_a_usage_error(run_cli, command, needs):

@@ -44,6 +44,8 @@ def rate_text(rate: float | None, unit: str = "step") -> str:
     """'3.2 steps/s', or '6.4 s/step' when slower than one a second."""
     if not rate:
         return f"? {unit}s/s"
+    if rate >= 9.95:  # whole numbers ('.2g' would write 1.3e+02)
+        return f"{rate:.0f} {unit}s/s"
     return f"{rate:.2g} {unit}s/s" if rate >= 1 else f"{1 / rate:.3g} s/{unit}"
 
 
