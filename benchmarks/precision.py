@@ -114,8 +114,9 @@ def one(content: Path, style: Path, precision: str, emulate: bool, args, out: Pa
     if emulate:
         encoder_module.Encoder._layer = emulated_layer
     try:
-        result = nst.run(content, [style], output=out, size=args.size, steps=args.steps, precision=precision,
-                         plugins=[losses], threads=args.threads)
+        result = nst.run(content, [style], output=out, size=args.size, steps=args.steps, plugins=[losses],
+                         precision="fp32" if emulate else precision,  # emulated: bf16's rounding in float32 kernels
+                         threads=args.threads)
     finally:
         encoder_module.Encoder._layer = original
     v = losses.values

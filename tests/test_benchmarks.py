@@ -29,6 +29,8 @@ BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
      "| johnson | 64 | 3 | yes |"),
     ("studio.py", ["--no-default", "--jobs", "gatys:32:2"], "| given | gatys | 32 | 2 | "),
     ("install_sizes.py", [], "| base (`pip install nst-suite`) | "),
+    ("limit.py", ["--sizes", "32", "--steps", "1", "--repeats", "1", "--methods", "johnson", "--feed-forward-size", "32",
+                  "--threads", "1"], "| johnson | 32 | "),
 ])
 def test_benchmark_runs_one_tiny_configuration(tmp_path, script, args, expect):
     out = tmp_path / "result.md"
