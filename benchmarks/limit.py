@@ -39,7 +39,8 @@ from nst.plugins.gatys import scale_shape
 from nst.runtime.large import STEP_OVERHEAD
 
 FEED_FORWARD = {"johnson": {"model": "multistyle26"}, "arbitrary": {}}  # what these methods need beyond the defaults
-WHOLE_CALL = {"analogy"}  # optimisation methods whose on_step calls are not equal steps (analogy: one per layer)
+WHOLE_CALL = {"analogy", "nnst"}  # optimisation methods whose on_step calls are not equal steps (analogy: one per
+# layer; nnst: its scales grow from 64 px, with matchings between steps)
 
 
 def forms(device: torch.device) -> dict[str, Precision]:
