@@ -98,10 +98,10 @@ def write_inputs(styles: Path, out: Path) -> None:
     for name in PHOTOS:
         Image.fromarray(getattr(skimage.data, name)()).save(out / f"{name}.jpg", quality=QUALITY, optimize=True)
     for name, long_side in PAINTINGS.items():
-        source = styles / f"{name}.jpg"
+        source = styles / f"{name}.jpg"  # copied as NAME-small.jpg (a small copy, not the shared file itself)
         if not source.is_file():
             raise SystemExit(f"{source}: not found (give the folder of the paintings with --styles)")
-        save(Image.open(source), out / f"{name}.jpg", long_side)
+        save(Image.open(source), out / f"{name}-small.jpg", long_side)
     write_glyphs(out)
     write_clip(out)
 
@@ -113,7 +113,7 @@ def write_glyphs(out: Path, size: int = 160) -> None:
     mask = Image.new("L", (size, size), 0)
     ImageDraw.Draw(mask).text((size / 2, size / 2), "A", fill=255, font=font, anchor="mm")
     ImageChops.invert(mask).convert("RGB").save(out / "text-source.png", optimize=True)
-    painting = Image.open(out / "starry_night.jpg").convert("RGB")
+    painting = Image.open(out / "starry_night-small.jpg").convert("RGB")
     fill = painting.crop((0, 0, painting.height, painting.height)).resize((size, size), Image.LANCZOS)
     outline = mask.filter(ImageFilter.MaxFilter(5))
     shadow = ImageChops.offset(outline, 4, 4).filter(ImageFilter.GaussianBlur(4))
@@ -161,16 +161,16 @@ def depth_weights() -> str | None:
 
 ROWS = [
     Row("**gatys** (the default): Gatys et al. 2016, L-BFGS on VGG19",
-        ["chelsea.jpg", "starry_night.jpg"],
-        ["nst run chelsea.jpg starry_night.jpg -o gatys.png --size 256 --steps 80"],
+        ["chelsea.jpg", "starry_night-small.jpg"],
+        ["nst run chelsea.jpg starry_night-small.jpg -o gatys.png --size 256 --steps 80"],
         {"gatys.jpg": shown("gatys.png")}),
     Row("**nnst**: neural neighbours (Kolkin et al. 2022)",
-        ["coffee.jpg", "the_scream.jpg"],
-        ["nst run coffee.jpg the_scream.jpg --method nnst -o nnst.png --size 256 --steps 40"],
+        ["coffee.jpg", "the_scream-small.jpg"],
+        ["nst run coffee.jpg the_scream-small.jpg --method nnst -o nnst.png --size 256 --steps 40"],
         {"nnst.jpg": shown("nnst.png")}),
     Row("**arbitrary**: any painting, one forward pass (Ghiasi et al. 2017)",
-        ["coffee.jpg", "woman-with-hat-matisse.jpg"],
-        ["nst run coffee.jpg woman-with-hat-matisse.jpg --method arbitrary -o arbitrary.png --size 256"],
+        ["coffee.jpg", "woman-with-hat-matisse-small.jpg"],
+        ["nst run coffee.jpg woman-with-hat-matisse-small.jpg --method arbitrary -o arbitrary.png --size 256"],
         {"arbitrary.jpg": shown("arbitrary.png")}),
     Row("**johnson**, multi-style: two of multistyle26's 26 presets",
         ["coffee.jpg"],
@@ -180,40 +180,40 @@ ROWS = [
          "-o stained-glass.png --size 256"],
         {"johnson-blue-swirls.jpg": shown("blue-swirls.png"), "johnson-stained-glass.jpg": shown("stained-glass.png")}),
     Row("**semantic**: each region of the photo from its partner region of the painting (automatic regions)",
-        ["astronaut.jpg", "the_scream.jpg"],
-        ["nst run astronaut.jpg the_scream.jpg --method arbitrary --plugin semantic --set semantic.save_masks=regions "
+        ["astronaut.jpg", "the_scream-small.jpg"],
+        ["nst run astronaut.jpg the_scream-small.jpg --method arbitrary --plugin semantic --set semantic.save_masks=regions "
          "-o semantic.png --size 256"],
         {"semantic-regions.jpg": lambda work: strip([Image.open(work / "regions" / name) for name in (
             "content_regions.png", "style1_regions.png")], 128), "semantic.jpg": shown("semantic.png")}),
     Row("**stroke**: stroke size, the painting's strokes as at 128 px and at 512 px",
-        ["chelsea.jpg", "shipwreck.jpg"],
-        ["nst run chelsea.jpg shipwreck.jpg --plugin stroke --set stroke.size=128 -o stroke-128.png --size 256 "
+        ["chelsea.jpg", "shipwreck-small.jpg"],
+        ["nst run chelsea.jpg shipwreck-small.jpg --plugin stroke --set stroke.size=128 -o stroke-128.png --size 256 "
          "--steps 40",
-         "nst run chelsea.jpg shipwreck.jpg --plugin stroke --set stroke.size=512 -o stroke-512.png --size 256 "
+         "nst run chelsea.jpg shipwreck-small.jpg --plugin stroke --set stroke.size=512 -o stroke-512.png --size 256 "
          "--steps 40"],
         {"stroke-128.jpg": shown("stroke-128.png"), "stroke-512.jpg": shown("stroke-512.png")}),
     Row("**depth**: keep near and far apart (Liu et al. 2017)",
-        ["astronaut.jpg", "the_scream.jpg"],
-        ["nst run astronaut.jpg the_scream.jpg --plugin depth --set depth.save=depth -o depth.png --size 256 "
+        ["astronaut.jpg", "the_scream-small.jpg"],
+        ["nst run astronaut.jpg the_scream-small.jpg --plugin depth --set depth.save=depth -o depth.png --size 256 "
          "--steps 100"],
         {"depth.jpg": shown("depth.png"), "depth-maps.jpg": lambda work: strip(
             [Image.open(work / "depth" / name) for name in ("depth_content.png", "depth_result.png")], 128)},
         needs=depth_weights),
     Row("**analogy**: deep image analogy (Liao et al. 2017), the photo's structure with the painting's look",
-        ["astronaut.jpg", "woman-with-hat-matisse.jpg"],
-        ["nst analogy astronaut.jpg woman-with-hat-matisse.jpg -o analogy --size 224"],
+        ["astronaut.jpg", "woman-with-hat-matisse-small.jpg"],
+        ["nst analogy astronaut.jpg woman-with-hat-matisse-small.jpg -o analogy --size 224"],
         {"analogy.jpg": shown("analogy/A_prime.png"), "analogy-b.jpg": shown("analogy/B.png")}),
     Row("**text**: a text effect from one example glyph (Yang et al. 2017)",
         ["text-source.png", "text-styled.jpg"],
         ['nst text --source text-source.png --styled text-styled.jpg --text "nst" -o text.png --size 256'],
         {"text.jpg": shown("text.png")}),
     Row("**video**: `nst video` with temporal consistency (arbitrary, every 5th frame)",
-        ["clip.jpg", "the_scream.jpg"],
-        ["nst video clip.mp4 the_scream.jpg -o video.mp4"],
+        ["clip.jpg", "the_scream-small.jpg"],
+        ["nst video clip.mp4 the_scream-small.jpg -o video.mp4"],
         {"video.jpg": video_strip("video.mp4")}, width=1024),
     Row("**print size**: 1536 px in 9 tiles under a 1 GB budget; a 256 px crop at 1:1",
-        ["astronaut.jpg", "starry_night.jpg"],
-        ["nst run astronaut.jpg starry_night.jpg --method arbitrary -o print.png --size 1536 --max-memory 1GB"],
+        ["astronaut.jpg", "starry_night-small.jpg"],
+        ["nst run astronaut.jpg starry_night-small.jpg --method arbitrary -o print.png --size 1536 --max-memory 1GB"],
         {"print.jpg": shown("print.png"), "print-crop.jpg": shown("print.png", (382, 1027, 638, 1283))}),
 ]
 
