@@ -22,6 +22,7 @@ import nst
 from nst import cli
 from nst.api import train
 from nst.api.checkpoints import checkpoint_path
+from nst.core.files import Manifest
 from nst.core.images import load_image, resize_long_side
 from nst.core.johnson import TransformerNet, blend, load_model, read_model_meta, save_model
 from nst.core.photos import PhotoCrops, collate, find_photos
@@ -410,7 +411,8 @@ def test_cli_run_folder_shared_out_under_torchrun(trained, tmp_path, run_cli):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("wrote ") == 1 and f"wrote 5 image(s) to {shared} by 2 processes" in proc.stdout
     assert proc.stdout.count(" -> ") == 5
-    assert sorted(p.name for p in shared.iterdir()) == [f"p{i}.png" for i in range(5)]
+    assert sorted(p.name for p in shared.iterdir()) == [".nst-written.jsonl"] + [f"p{i}.png" for i in range(5)]
+    assert sorted(Manifest(shared).entries()) == [f"p{i}.png" for i in range(5)]  # both processes recorded theirs
     for i in range(5):
         assert (read_png(shared / f"p{i}.png") - read_png(single / f"p{i}.png")).abs().max() == 0
 
