@@ -119,6 +119,7 @@ def test_stylise_watch_cancel_and_gallery_after_restart(browser, host, screensho
                          "glow.mask": ("input", "text", "true")}
         browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", glow)  # clear of the sticky Run bar
         glow.click()
+        until(browser, lambda d: glow.is_selected(), 10, "the glow plugin ticked")
         dropped = browser.execute_async_script("""
             const done = arguments[arguments.length - 1];
             const blob = await (await fetch("/static/examples/style.jpg")).blob();
@@ -139,8 +140,10 @@ def test_stylise_watch_cancel_and_gallery_after_restart(browser, host, screensho
         Select(browser.find_element(By.ID, "method")).select_by_value("gatys")
         for name, value in (("size", "64"), ("steps", "150"), ("weights", "tiny")):
             set_value(browser, name, value)
-        until(browser, lambda d: d.find_element(By.ID, "estimate").get_attribute("data-state") in ("ready", "none", "error"),
-              60, "the estimate")
+        until(browser, lambda d: d.find_element(By.ID, "estimate").get_attribute("data-state") in ("ready", "none", "error")
+              and "64x42, 150 steps" in (d.find_element(By.ID, "estimate").get_attribute("title") or ""),
+              60, "the estimate of the last settings")  # an earlier answer may still show while the last is asked
+        assert glow.is_selected()
         estimate = browser.find_element(By.ID, "estimate").text
         assert re.fullmatch(r"estimate: about \d+ (s|min) on cpu \(plugins glow not counted\)", estimate), estimate
         assert "64x42, 150 steps" in browser.find_element(By.ID, "estimate").get_attribute("title")  # the example's shape
