@@ -34,9 +34,14 @@ from nst.plugins.nnst.features import (
     GRID_LAYER,
     HALO_EXTRA,
     LAYERS,
+    block_side,
     cell_sizes,
     cells,
+    channels,
+    fine_layers,
+    fine_map,
     flat,
+    grid_map,
     grid_shape,
     hypercolumns,
     rotations,
@@ -167,6 +172,7 @@ class Targets:
     index: torch.Tensor | None = None
     changed: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    maps: tuple | None = None  # target_maps of INDEX for the whole image, made when first needed
 
 
 def match(encoder: Encoder, query: torch.Tensor, bank: search.Bank, where: Positions, guide: Guidance, params: Params,
@@ -215,40 +221,72 @@ def _run(source: search.Source, guide: Guidance, region: int) -> tuple[int, int]
     return source.runs[partner]
 
 
-def neighbour_term(bank: search.Bank, targets: Targets, layers, weight_map: torch.Tensor | None,
+def target_maps(bank: search.Bank, index: torch.Tensor, dims: list[int], fine: list[str], sizes: list[int]):
+    """The targets of the grid positions INDEX (h, w) (bank rows) laid out as maps: [(C_l, h, w)] per layer (DIMS: the
+    C_l), together a unit vector at each position; and [(1, C_l, k h, k w)] per FINE layer (SIZES: C_l k²), each k×k
+    block a unit vector."""
+    h, w = index.shape
+    at = index.flatten()
+    columns = bank.targets(at).t().reshape(-1, h, w).split(dims)
+    blocks = []
+    if fine:
+        for layer, part in zip(fine, bank.cells[at].float().split(sizes, 1)):
+            part = F.normalize(part, dim=1, eps=1e-8)
+            blocks.append(F.pixel_shuffle(part.t().reshape(1, -1, h, w), block_side(layer)))
+    return columns, blocks
+
+
+def neighbour_term(bank: search.Bank, targets: Targets, layers, weight_map: torch.Tensor | None, dims: list[int],
                    sizes: list[int] = ()) -> LossTerm:
     """The LossTerm "style": SCALE × the mean over grid positions p of w_p · cost_p, normalised by Σ w_p (WEIGHT_MAP
-    (h, w), all 1 when None). cost_p = 1 - cos(hypercolumn_p, its target); with cells (SIZES: each fine layer's
-    block length), the mean of that and of each fine layer's 1 - cos(block_p, the target's block). As sums over
-    tiles too."""
-    layers = tuple(layers)
-    use_cells = bank.cells is not None and len(sizes) > 0
+    (h, w), all 1 when None). cost_p = 1 - cos(hypercolumn_p, its target) (DIMS: each layer's C_l); with cells
+    (SIZES: each fine layer's block length C_l k²), the mean of that and of each fine layer's 1 - cos(block_p, the
+    target's block). As sums over tiles too.
 
-    def sums(columns: torch.Tensor, blocks: torch.Tensor | None, rows: tuple[slice, slice]) -> dict[str, torch.Tensor]:
-        index = targets.index[rows]
-        at = index.flatten()
-        cost = 1 - (F.normalize(columns[0].flatten(1), dim=0) * bank.targets(at).t()).sum(0)
-        if use_cells:
-            mine, theirs = blocks[0].flatten(1).split(list(sizes)), bank.cells[at].float().t().split(list(sizes))
-            fine = sum(1 - F.cosine_similarity(a, b, dim=0, eps=1e-8) for a, b in zip(mine, theirs)) / len(sizes)
-            cost = 0.5 * (cost + fine)
-        w = weight_map[rows].flatten() if weight_map is not None else torch.ones_like(cost)
+    Computed layer by layer against the targets laid out as maps (made once per matching for the whole image), so
+    no (D, h, w) hypercolumn or cell tensor of the image is built: a fine layer's block cosines are sums over k×k
+    blocks of products on its map."""
+    layers = tuple(layers)
+    fine = fine_layers(layers) if bank.cells is not None and len(sizes) > 0 else []
+
+    def costs(feats, g: tuple[int, int], inside: tuple[slice, slice], maps) -> torch.Tensor:
+        """(h, w) cost of the positions INSIDE the grid G of FEATS, against MAPS (target_maps of those positions)."""
+        (r0, r1, _), (c0, c1, _) = inside[0].indices(g[0]), inside[1].indices(g[1])
+        dot = norm2 = 0
+        for layer, target in zip(layers, maps[0]):
+            m = grid_map(feats[layer], layer, g)[:, r0:r1, c0:c1] / feats[layer].shape[1]
+            dot, norm2 = dot + (m * target).sum(0), norm2 + m.square().sum(0)
+        cost = 1 - dot / norm2.sqrt().clamp_min(1e-12)
+        if not fine:
+            return cost
+        block = 0
+        for layer, target in zip(fine, maps[1]):
+            k = block_side(layer)
+            f = fine_map(feats[layer], k, g)
+            if (r0, r1, c0, c1) != (0, g[0], 0, g[1]):  # (a slice's backward costs a pass over the whole map)
+                f = f[..., k * r0:k * r1, k * c0:k * c1]
+            d = F.avg_pool2d((f * target).sum(1, keepdim=True), k, divisor_override=1)[0, 0]
+            n = F.avg_pool2d(f.square().sum(1, keepdim=True), k, divisor_override=1)[0, 0]
+            block = block + 1 - d / n.sqrt().clamp_min(1e-8)
+        return 0.5 * (cost + block / len(fine))
+
+    def sums(cost: torch.Tensor, rows: tuple[slice, slice]) -> dict[str, torch.Tensor]:
+        w = weight_map[rows] if weight_map is not None else torch.ones_like(cost)
         return {"s": (w * cost).sum(), "n": w.sum()}
 
     def combine(s: dict[str, torch.Tensor]) -> torch.Tensor:
         return s["s"] / s["n"].clamp_min(1e-8)
 
-    def both(feats, image: torch.Tensor):
-        g = grid_shape(tuple(image.shape[-2:]))
-        return hypercolumns(feats, layers, g), cells(feats, layers, g) if use_cells else None
-
     def fn(feats, image) -> torch.Tensor:
-        return combine(sums(*both(feats, image), (slice(None), slice(None))))
+        everywhere = (slice(None), slice(None))
+        if targets.maps is None:  # once per matching
+            targets.maps = target_maps(bank, targets.index, dims, fine, sizes)
+        return combine(sums(costs(feats, grid_shape(tuple(image.shape[-2:])), everywhere, targets.maps), everywhere))
 
     def partial(feats, window, view: CellView) -> dict[str, torch.Tensor]:
-        columns, blocks = both(feats, window)
-        inside = (..., *view.cell(GRID_LAYER))
-        return sums(columns[inside], None if blocks is None else blocks[inside], view.whole(GRID_LAYER))
+        rows = view.whole(GRID_LAYER)
+        maps = target_maps(bank, targets.index[rows], dims, fine, sizes)
+        return sums(costs(feats, grid_shape(tuple(window.shape[-2:])), view.cell(GRID_LAYER), maps), rows)
 
     return LossTerm("style", SCALE, fn, layers, tiled=Tileable(partial, combine))
 
@@ -286,13 +324,14 @@ def optimise_scale(pyramid: list[torch.Tensor], content_pyramid: list[torch.Tens
         index = match(encoder, query, bank, where, guide, params, scale.cell, halo)
         if targets.index is not None:
             targets.changed.append(float((index != targets.index).float().mean()))
-        targets.index = index
+        targets.index, targets.maps = index, None
         targets.seconds += time.perf_counter() - started
 
     with torch.no_grad():  # the first query: the content's own detail at this scale over the coarser result
         rematch(synthesise([content_pyramid[k]] + pyramid[k + 1:]), 1.0 if first else params.alpha)
     sizes = cell_sizes(encoder, params.layers) if params.cells else []
-    terms = [neighbour_term(bank, targets, params.layers, where.weight, sizes)] + extra()
+    dims = channels(encoder, params.layers)
+    terms = [neighbour_term(bank, targets, params.layers, where.weight, dims, sizes)] + extra()
     tiled = TiledLoss(terms, encoder, hw, scale.cell, halo=halo, on_tile=on_tile) if scale.cell else None
     variables = [p.detach().clone().requires_grad_(True) for p in pyramid[k:]]
     opt = torch.optim.Adam(variables, lr=params.lr)

@@ -30,18 +30,20 @@ def grid_shape(hw: tuple[int, int]) -> tuple[int, int]:
     return -(-hw[0] // GRID), -(-hw[1] // GRID)
 
 
+def grid_map(feature: torch.Tensor, layer: str, grid: tuple[int, int]) -> torch.Tensor:
+    """One layer's (1, C, h_l, w_l) map brought to the grid, (C, *GRID) float32, not yet divided by C: averaged over
+    cells where finer, upsampled bilinearly where coarser."""
+    f, stride = feature.float(), layer_stride(layer)
+    if stride < GRID:
+        f = F.avg_pool2d(f, GRID // stride, ceil_mode=True)
+    elif stride > GRID:
+        f = F.interpolate(f, scale_factor=stride // GRID, mode="bilinear", align_corners=False)
+    return f[0, :, : grid[0], : grid[1]]
+
+
 def hypercolumns(features: dict[str, torch.Tensor], layers, grid: tuple[int, int]) -> torch.Tensor:
     """{layer: (1, C_l, h_l, w_l)} -> (1, ΣC_l, *GRID) in float32, each layer divided by C_l."""
-    parts = []
-    for layer in layers:
-        f = features[layer].float() / features[layer].shape[1]
-        stride = layer_stride(layer)
-        if stride < GRID:
-            f = F.avg_pool2d(f, GRID // stride, ceil_mode=True)
-        elif stride > GRID:
-            f = F.interpolate(f, scale_factor=stride // GRID, mode="bilinear", align_corners=False)
-        parts.append(f[..., : grid[0], : grid[1]])
-    return torch.cat(parts, 1)
+    return torch.cat([grid_map(features[l], l, grid) / features[l].shape[1] for l in layers])[None]
 
 
 def fine_layers(layers) -> list[str]:
@@ -49,24 +51,38 @@ def fine_layers(layers) -> list[str]:
     return [l for l in layers if layer_stride(l) < GRID]
 
 
+def block_side(layer: str) -> int:
+    """The side of a fine layer's block in one grid cell: GRID / its stride."""
+    return GRID // layer_stride(layer)
+
+
+def fine_map(feature: torch.Tensor, k: int, grid: tuple[int, int]) -> torch.Tensor:
+    """A fine layer's (1, C, h_l, w_l) map cut or completed (edge rows and columns repeated) to whole k×k blocks of
+    the grid, (1, C, k gh, k gw) float32."""
+    f = feature.float()
+    h, w = k * grid[0], k * grid[1]
+    if (f.shape[-2], f.shape[-1]) != (h, w):
+        f = F.pad(f[..., :h, :w], (0, max(0, w - f.shape[-1]), 0, max(0, h - f.shape[-2])), mode="replicate")
+    return f
+
+
 def cells(features: dict[str, torch.Tensor], layers, grid: tuple[int, int]) -> torch.Tensor | None:
     """{layer: (1, C_l, h_l, w_l)} -> (1, F, *GRID) float32: for each fine layer, every grid position's k×k block
     (k = GRID / stride) of its values divided by C_l, edge blocks completed by replication; None without fine layers."""
-    parts = []
-    for layer in fine_layers(layers):
-        f = features[layer].float() / features[layer].shape[1]
-        k = GRID // layer_stride(layer)
-        h, w = k * grid[0], k * grid[1]
-        if (f.shape[-2], f.shape[-1]) != (h, w):
-            f = F.pad(f[..., :h, :w], (0, max(0, w - f.shape[-1]), 0, max(0, h - f.shape[-2])), mode="replicate")
-        parts.append(F.pixel_unshuffle(f, k))
+    parts = [F.pixel_unshuffle(fine_map(features[l], block_side(l), grid) / features[l].shape[1], block_side(l))
+             for l in fine_layers(layers)]
     return torch.cat(parts, 1) if parts else None
+
+
+def channels(encoder, layers) -> list[int]:
+    """C_l of each layer."""
+    return [encoder.convs[l.replace("relu", "conv")].out_channels for l in layers]
 
 
 def cell_sizes(encoder, layers) -> list[int]:
     """The length of each fine layer's block in cells()' rows: C_l k²."""
-    return [encoder.convs[l.replace("relu", "conv")].out_channels * (GRID // layer_stride(l)) ** 2
-            for l in fine_layers(layers)]
+    fine = fine_layers(layers)
+    return [c * block_side(l) ** 2 for c, l in zip(channels(encoder, fine), fine)]
 
 
 class Padded(nn.Module):
@@ -92,8 +108,27 @@ class Padded(nn.Module):
         for layer, f in feats.items():
             s = layer_stride(layer)
             h, w = -(-x.shape[-2] // s), -(-x.shape[-1] // s)
-            out[layer] = f[..., p // s: p // s + h, p // s: p // s + w]
+            out[layer] = Crop.apply(f, (p // s, p // s + h, p // s, p // s + w))
         return out
+
+
+class Crop(torch.autograd.Function):
+    """x[..., y0:y1, x0:x1] of a (B, C, H, W) map, whose backward writes the gradient into one zeroed map of x's
+    shape and memory layout (two slices would each make and fill one)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, box: tuple[int, int, int, int]) -> torch.Tensor:
+        ctx.shape, ctx.box = x.shape, box
+        ctx.layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+        y0, y1, x0, x1 = box
+        return x[..., y0:y1, x0:x1]
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        y0, y1, x0, x1 = ctx.box
+        out = torch.empty(ctx.shape, dtype=grad.dtype, device=grad.device, memory_format=ctx.layout).zero_()
+        out[..., y0:y1, x0:x1] = grad
+        return out, None
 
 
 def flat(columns: torch.Tensor) -> torch.Tensor:
