@@ -13,7 +13,7 @@ from nst.core.tiled_gatys import TiledLoss
 from nst.errors import FieldError, UsageError
 from nst.plugins.nnst import colour, search
 from nst.plugins.nnst.engine import Guidance, Params, Targets, match, neighbour_term, positions, style_bank, tile_halo
-from nst.plugins.nnst.features import LAYERS, Padded, cell_sizes, cells, grid_shape, hypercolumns
+from nst.plugins.nnst.features import LAYERS, Padded, cell_sizes, cells, channels, grid_shape, hypercolumns
 from nst.plugins.nnst.pyramid import decompose, level_shapes, synthesise
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -171,13 +171,36 @@ def test_neighbour_term_in_tiles_equals_the_whole_image(encoder):
     x = torch.rand(1, 3, 96, 80, generator=g)
     targets = Targets(torch.randint(0, len(bank.rows), grid_shape((96, 80)), generator=g))
     weight = torch.rand(grid_shape((96, 80)), generator=g)
-    term = neighbour_term(bank, targets, LAYERS, weight, cell_sizes(encoder, LAYERS))
+    term = neighbour_term(bank, targets, LAYERS, weight, channels(encoder, LAYERS), cell_sizes(encoder, LAYERS))
     image = x.clone().requires_grad_(True)
     whole = term(encoder(image, LAYERS), image)
     whole.backward()
     total, _, grad = TiledLoss([term], encoder, (96, 80), 32, halo=tile_halo(LAYERS))(x)
     assert total.item() == pytest.approx(whole.item(), rel=1e-5)
     assert torch.allclose(grad, image.grad, atol=1e-5 * image.grad.abs().max())
+
+
+def test_neighbour_term_is_the_cosine_of_hypercolumns_and_cells(encoder):
+    """The term computed layer by layer equals its definition on the stacked hypercolumns and cells (a size that
+    leaves partial edge blocks), with per-position weights."""
+    g = torch.Generator().manual_seed(9)
+    bank = style_bank(encoder, [[torch.rand(1, 3, 40, 44, generator=g)]], Guidance([1.0]), Params(), torch.float32,
+                      10 ** 6)
+    hw = (62, 53)
+    x = torch.rand(1, 3, *hw, generator=g)
+    targets = Targets(torch.randint(0, len(bank.rows), grid_shape(hw), generator=g))
+    weight = torch.rand(grid_shape(hw), generator=g)
+    sizes = cell_sizes(encoder, LAYERS)
+    term = neighbour_term(bank, targets, LAYERS, weight, channels(encoder, LAYERS), sizes)
+    feats = encoder(x, LAYERS)
+    at = targets.index.flatten()
+    columns = hypercolumns(feats, LAYERS, grid_shape(hw))[0].flatten(1).t()
+    blocks = cells(feats, LAYERS, grid_shape(hw))[0].flatten(1).t()
+    cost = 1 - torch.nn.functional.cosine_similarity(columns, bank.rows[at], dim=1)
+    fine = sum(1 - torch.nn.functional.cosine_similarity(a, b.float(), dim=1)
+               for a, b in zip(blocks.split(sizes, 1), bank.cells[at].split(sizes, 1))) / len(sizes)
+    want = (weight.flatten() * 0.5 * (cost + fine)).sum() / weight.sum()
+    assert term.fn(feats, x).item() == pytest.approx(want.item(), rel=1e-5)
 
 
 def test_matching_in_tiles_equals_the_whole_image(encoder):
@@ -236,6 +259,19 @@ def test_nnst_run_stylises_reports_every_step_and_lowers_its_loss(content_path, 
     assert first_scale[-1] < first_scale[0]
     again = nst.run(content_path, [style_path], **fast).image
     assert torch.equal(image, again)  # reproducible
+
+
+def test_steps_go_to_the_first_scale_and_fewer_to_each_finer_one(content_path, style_path, fast):
+    """--scales 0: --steps at the coarsest scale, half at each finer one (at least 20, or --steps when fewer);
+    --scales N: --steps at each scale."""
+    def per_scale(**settings):
+        rec = Recorder()
+        nst.run(content_path, [style_path], plugins=[rec], **{**fast, "size": 96, **settings})
+        return len(rec.losses)
+
+    assert per_scale(steps=44) == 44 + 22 + 20  # 24, 48 and 96 px
+    assert per_scale(steps=6) == 3 * 6
+    assert per_scale(steps=22, scales=3) == 3 * 22
 
 
 def test_rematch_sets_how_often_the_neighbours_are_searched(content_path, style_path, fast):

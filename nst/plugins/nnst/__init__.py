@@ -14,11 +14,12 @@ import torch
 from nst.contract.context import RunContext, ScaleState
 from nst.contract.hookspecs import hookimpl
 from nst.core.encoder import LAYERS as VGG_LAYERS
+from nst.core.gatys import LEAST_STEPS, STEPS_DECAY
 from nst.core.images import MIN_SCALE_SIDE, check_min_side, resize, resize_long_side
 from nst.errors import FieldError
 from nst.plugins.nnst import colour
 from nst.plugins.nnst.engine import Guidance, Params, Scale, optimise_scale, positions, style_bank, tile_halo
-from nst.plugins.nnst.features import LAYERS, Padded, cell_sizes, grid_shape
+from nst.plugins.nnst.features import LAYERS, Padded, cell_sizes, channels, grid_shape
 from nst.plugins.nnst.pyramid import decompose, level_shapes, synthesise
 from nst.plugins.nnst.search import CHUNK_BYTES
 from nst.runtime import large
@@ -36,16 +37,23 @@ def params_from_options(opts: dict, seed: int) -> Params:
 
 def levels_to_run(ctx: RunContext, shapes: list[tuple[int, int]], coarsest: int) -> list[tuple[int, int]]:
     """[(pyramid level, steps)], coarse first: a plugin's schedule (each size at the nearest level), else every
-    level from the finest down to the first whose long side is at most COARSEST px (and at least --scales)."""
+    level from the finest down to the first whose long side is at most COARSEST px (and at least --scales). With
+    --scales 0, --steps at the first level and STEPS_DECAY as many at each finer one (at least LEAST_STEPS, or
+    --steps when fewer): a step costs four times the one before, and the finer levels add detail to a layout the
+    coarse ones made. With --scales N, --steps at every level."""
     sides = [max(hw) for hw in shapes]
     custom = ctx.hooks.schedule(ctx)
     if custom:
         picked = {min(range(len(sides)), key=lambda k: abs(math.log(sides[k] / max(1, s.size)))): s.steps
                   for s in custom}
         return sorted(picked.items(), reverse=True)
+    s = ctx.settings
     top = next((k for k, side in enumerate(sides) if side <= coarsest), len(sides) - 1)
-    top = min(max(top, ctx.settings.scales - 1), len(sides) - 1)
-    return [(k, ctx.settings.steps) for k in range(top, -1, -1)]
+    top = min(max(top, s.scales - 1), len(sides) - 1)
+    if s.scales:
+        return [(k, s.steps) for k in range(top, -1, -1)]
+    return [(k, s.steps if i == 0 else max(min(LEAST_STEPS, s.steps), round(s.steps * STEPS_DECAY ** i)))
+            for i, k in enumerate(range(top, -1, -1))]
 
 
 def guidance(ctx: RunContext) -> Guidance:
@@ -91,7 +99,7 @@ def run(ctx: RunContext) -> torch.Tensor:
     copies = 4 if params.rotate else 1
     bank_rows = [copies * sum(math.prod(grid_shape(tuple(img.shape[-2:]))) for row in per for img in row)
                  for per in styles_at]
-    dims = sum(encoder.convs[l.replace("relu", "conv")].out_channels for l in params.layers)
+    dims = sum(channels(encoder, params.layers))
     row_bytes = dims * torch.finfo(dtype).bits // 8 + 2 * sum(cell_sizes(encoder, params.layers)) + 12
     plan, max_rows = large.plan_nnst(ctx, [(*shapes[k], steps) for k, steps in schedule], encoder.encoder,
                                      params.layers, tile_halo(params.layers), bank_rows, dims, row_bytes, dtype,
