@@ -1,6 +1,7 @@
 """Shared fixtures: tiny random VGG19-shaped weights saved to a file, small generated images."""
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -147,6 +148,12 @@ def nst_main(capsys, monkeypatch, *args):
 def run_cli(capsys, monkeypatch):
     """run_cli(*args) -> (exit code, stdout, stderr) of `nst ARGS`, in-process."""
     return lambda *args: nst_main(capsys, monkeypatch, *args)
+
+
+def ctrl_c_reaches_it() -> None:
+    """Popen's preexec_fn for a child that is sent Ctrl-C: SIGINT as at a terminal (a test suite started in the
+    background by a shell has SIGINT ignored, and a child inherits that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def one_error_line(err: str) -> str:

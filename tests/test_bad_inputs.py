@@ -27,7 +27,7 @@ from nst.core.johnson import TransformerNet, save_model
 from nst.host import PluginHost
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import error_after_notes, gradient_image, one_error_line, stripes_image  # noqa: E402
+from conftest import ctrl_c_reaches_it, error_after_notes, gradient_image, one_error_line, stripes_image  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -746,7 +746,8 @@ def test_ctrl_c_is_one_line_and_exit_130(ws, tmp_path, after):
     env.pop("NST_DEBUG", None)
     proc = subprocess.Popen([sys.executable, "-m", "nst.cli", "run", ws["content"], ws["style"], "-o", tmp_path / "o.png",
                              "--weights", ws["weights"], "--size", "256", "--steps", "100000", "--device", "cpu"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=ctrl_c_reaches_it)
     time.sleep(after)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 pytest.importorskip("fastapi", reason="the web extra is not installed")
-from conftest import gradient_image, stripes_image  # noqa: E402
+from conftest import ctrl_c_reaches_it, gradient_image, stripes_image  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 import nst  # noqa: E402
@@ -468,7 +468,8 @@ def test_serve_command_serves_the_page_and_the_token_guarded_api(tmp_path):
 
     command = [sys.executable, "-m", "nst.cli", "serve", "--port", "0", "--data", str(tmp_path / "data"), "--token", TOKEN]
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env={**os.environ, "NST_DISABLE_PLUGINS": "depth,semantic,analogy,text,stroke"})
+                              env={**os.environ, "NST_DISABLE_PLUGINS": "depth,semantic,analogy,text,stroke"},
+                              preexec_fn=ctrl_c_reaches_it)
     try:
         line = server.stdout.readline()
         match = re.search(r"(http://127.0.0.1:\d+/)\?token=(\S+)", line)
