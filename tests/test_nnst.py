@@ -13,7 +13,16 @@ from nst.core.tiled_gatys import TiledLoss
 from nst.errors import FieldError, UsageError
 from nst.plugins.nnst import colour, search
 from nst.plugins.nnst.engine import Guidance, Params, Targets, match, neighbour_term, positions, style_bank, tile_halo
-from nst.plugins.nnst.features import LAYERS, Padded, cell_sizes, cells, channels, grid_shape, hypercolumns
+from nst.plugins.nnst.features import (
+    LAYERS,
+    Crop,
+    Padded,
+    cell_sizes,
+    cells,
+    channels,
+    grid_shape,
+    hypercolumns,
+)
 from nst.plugins.nnst.pyramid import decompose, level_shapes, synthesise
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -98,6 +107,18 @@ def test_padding_changes_only_the_border(encoder):
     assert padded.shape == plain.shape
     assert torch.allclose(padded[..., 8:-8, 8:-8], plain[..., 8:-8, 8:-8], rtol=1e-5, atol=1e-3)
     assert not torch.allclose(padded[..., 0, :], plain[..., 0, :])
+
+
+def test_crop_passes_the_gradient_back_as_slicing_does():
+    """Padded's crop: the same values and the same gradient as plain slicing, on NCHW and channels_last maps."""
+    g = torch.Generator().manual_seed(3)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        x = torch.rand(1, 5, 12, 10, generator=g).contiguous(memory_format=layout).requires_grad_(True)
+        weight = torch.rand(1, 5, 7, 6, generator=g)
+        (Crop.apply(x, (2, 9, 3, 9)) * weight).sum().backward()
+        mine, x.grad = x.grad, None
+        (x[..., 2:9, 3:9] * weight).sum().backward()
+        assert torch.equal(mine, x.grad)
 
 
 def test_nearest_is_the_brute_force_centred_cosine_argmax_in_any_chunking():
