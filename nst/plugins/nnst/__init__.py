@@ -47,12 +47,12 @@ def levels_to_run(ctx: RunContext, shapes: list[tuple[int, int]], coarsest: int)
         picked = {min(range(len(sides)), key=lambda k: abs(math.log(sides[k] / max(1, s.size)))): s.steps
                   for s in custom}
         return sorted(picked.items(), reverse=True)
-    s = ctx.settings
+    scales, steps = ctx.settings.scales, ctx.settings.steps
     top = next((k for k, side in enumerate(sides) if side <= coarsest), len(sides) - 1)
-    top = min(max(top, s.scales - 1), len(sides) - 1)
-    if s.scales:
-        return [(k, s.steps) for k in range(top, -1, -1)]
-    return [(k, s.steps if i == 0 else max(min(LEAST_STEPS, s.steps), round(s.steps * STEPS_DECAY ** i)))
+    top = min(max(top, scales - 1), len(sides) - 1)
+    if scales:
+        return [(k, steps) for k in range(top, -1, -1)]
+    return [(k, steps if i == 0 else max(min(LEAST_STEPS, steps), round(steps * STEPS_DECAY ** i)))
             for i, k in enumerate(range(top, -1, -1))]
 
 
