@@ -17,6 +17,7 @@ sum to 1 (feathered), so a halo shorter than the receptive field fades instead o
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nst.core import lazy_tiles
 from nst.errors import NSTError
 
 Box = tuple[int, int, int, int]  # y0, y1, x0, x1 (ends exclusive)
@@ -101,7 +103,7 @@ class TileableNorm:
     """Mixin for instance-norm modules: they normalise through instance_norm(self, ...), which a
     WholeImageNorms pass can redirect to whole-image statistics."""
 
-    tile_norm: WholeImageNorms | None = None
+    tile_norm: Callable[[torch.Tensor, float], torch.Tensor] | None = None  # WholeImageNorms or lazy_tiles.LazyNorms
 
 
 def instance_norm(module: TileableNorm, x: torch.Tensor, eps: float, weight: torch.Tensor | None = None,
@@ -178,46 +180,76 @@ Forward = Callable[[torch.Tensor, Tile], torch.Tensor]
 
 
 def run_network(net: nn.Module, forward: Forward, image: torch.Tensor, cell: int, halo: int, overlap: int = 16,
-                align: int = 4, on_tile: TileObserver | None = None) -> torch.Tensor:
+                align: int = 4, on_tile: TileObserver | None = None, note: Callable[[str], None] | None = None) -> torch.Tensor:
     """NET's output for IMAGE (1, 3, H, W) computed tile by tile with whole-image instance-norm statistics.
 
     forward(window (1, 3, h, w), tile) -> (1, C, h, w) runs NET on one window (the caller adds any other inputs,
     cropped to tile.window). The image is reflect-padded to a multiple of ALIGN first, as the networks do.
-    on_tile(done, total) is called after every tile of every pass (total: passes × tiles, passes counted from
-    the network's norm layers). Returns (1, C, H, W) on IMAGE's device.
+    In one pass by lazy maps (nst.core.lazy_tiles: tiles of at most CELL px, exact) where the network allows,
+    else (NOTE says why) in N + 1 passes over windows with a HALO, OVERLAP px feathered.
+    on_tile(done, total) is called after every tile. Returns (1, C, H, W) on IMAGE's device.
     """
     h, w = image.shape[-2:]
     padded = F.pad(image, (0, (-w) % align, 0, (-h) % align), mode="reflect") if (h % align or w % align) else image
+    hp, wp = padded.shape[-2:]
+    whole = Tile((0, hp, 0, wp), (0, hp, 0, wp))
+    passes = len(norm_layers(net)) + 1
+    with torch.inference_mode():
+        try:
+            with _norms_hooked(net, lazy_tiles.LazyNorms(None)) as norms:
+                found = lazy_tiles.survey(lambda x: forward(x, whole), padded, norms)
+        except lazy_tiles.Unsupported as why:
+            if note is not None:
+                note(f"tiles: this network runs in {passes} passes over overlapping windows ({why} cannot be "
+                     "computed in one pass)")
+        else:
+            evaluator = lazy_tiles.Evaluator(lazy_tiles.cells_grid(hp, wp, cell), padded.device, found.keep, found.maps,
+                                             on_tile)
+            with _norms_hooked(net, lazy_tiles.LazyNorms(evaluator)):
+                return lazy_tiles.run(lambda x: forward(x, whole), padded, evaluator)[..., :h, :w]
+    return _run_in_passes(net, forward, image, padded, cell, halo, overlap, align, on_tile)
+
+
+@contextlib.contextmanager
+def _norms_hooked(net: nn.Module, hook):
+    """NET's norm layers normalising through HOOK(x, eps) while inside (gives HOOK)."""
+    for module in norm_layers(net):
+        module.tile_norm = hook
+    try:
+        yield hook
+    finally:
+        for module in norm_layers(net):
+            module.tile_norm = None
+
+
+def _run_in_passes(net: nn.Module, forward: Forward, image: torch.Tensor, padded: torch.Tensor, cell: int, halo: int,
+                   overlap: int, align: int, on_tile: TileObserver | None) -> torch.Tensor:
+    """run_network for networks lazy maps cannot record: one partial pass per norm layer (see the module's text)."""
+    h, w = image.shape[-2:]
     hp, wp = padded.shape[-2:]
     tiles = grid(hp, wp, cell, halo, align)
     overlap = blend_width(tiles, overlap, halo)
     passes = len(norm_layers(net)) + 1
     norms = WholeImageNorms()
     out, done = None, 0
-    for module in norm_layers(net):
-        module.tile_norm = norms
-    try:
-        with torch.inference_mode():
-            while True:
-                for tile in tiles:
-                    y0, y1, x0, x1 = tile.window
-                    norms.start(tile, (y1 - y0, x1 - x0))
-                    try:
-                        result = forward(padded[..., y0:y1, x0:x1], tile)
-                    except _Collected:
-                        pass
-                    else:
-                        if out is None:
-                            out = image.new_zeros(1, result.shape[1], hp, wp)
-                        out[..., y0:y1, x0:x1] += feather(tile, hp, wp, overlap).to(result) * result
-                    done += 1
-                    if on_tile is not None:
-                        on_tile(done, max(passes, len(norms.stats) + 1) * len(tiles))
-                if not norms.finish_layer():
-                    break
-    finally:
-        for module in norm_layers(net):
-            module.tile_norm = None
+    with _norms_hooked(net, norms), torch.inference_mode():
+        while True:
+            for tile in tiles:
+                y0, y1, x0, x1 = tile.window
+                norms.start(tile, (y1 - y0, x1 - x0))
+                try:
+                    result = forward(padded[..., y0:y1, x0:x1], tile)
+                except _Collected:
+                    pass
+                else:
+                    if out is None:
+                        out = image.new_zeros(1, result.shape[1], hp, wp)
+                    out[..., y0:y1, x0:x1] += feather(tile, hp, wp, overlap).to(result) * result
+                done += 1
+                if on_tile is not None:
+                    on_tile(done, max(passes, len(norms.stats) + 1) * len(tiles))
+            if not norms.finish_layer():
+                break
     if out is None:
         raise NSTError("the network produced no output in its tiled passes")
     return out[..., :h, :w]

@@ -50,9 +50,10 @@ def announce(ctx: RunContext, plan: planner.MemoryPlan) -> None:
             ctx.note(line)
 
 
-def network_seconds(forward: Callable[[torch.Tensor], torch.Tensor], device: torch.device) -> float:
-    """Seconds per input pixel of one forward: the slope between a 256 and a 512 px probe after a warm-up (fixed
-    per-call costs and small-image inefficiency left out; timed now, so a loaded machine estimates honestly)."""
+def network_seconds(forward: Callable[[torch.Tensor], torch.Tensor], device: torch.device, side: int) -> float:
+    """Seconds per input pixel of one forward: the slope between two probes after a warm-up (fixed per-call costs
+    and small-image inefficiency left out; timed now, so a loaded machine estimates honestly). The probes are a
+    eighth and a sixteenth of SIDE (the image's long side), the larger within 128-512 px: a fraction of the run."""
     import time
 
     def timed(side: int) -> float:
@@ -64,9 +65,10 @@ def network_seconds(forward: Callable[[torch.Tensor], torch.Tensor], device: tor
         return time.perf_counter() - start
 
     with torch.inference_mode():
+        big = min(512, max(128, side // 8 // 32 * 32))
         timed(64)
-        small, large = timed(256), timed(512)
-    return max(large - small, 0.25 * large) / (512 * 512 - 256 * 256)
+        small, large = timed(big // 2), timed(big)
+    return max(large - small, 0.25 * large) / (big * big - big * big // 4)
 
 
 def plan_network(ctx: RunContext, net: nn.Module, forward: Callable[[torch.Tensor], torch.Tensor],
@@ -81,7 +83,7 @@ def plan_network(ctx: RunContext, net: nn.Module, forward: Callable[[torch.Tenso
     scale = planner.plan_scale(h, w, 0, costs, budget(ctx), halo, 4, 1.0, ctx.settings.tile, tiled_work=1 + norms / 2)
     s = ctx.settings
     if scale.cell or s.plan or s.max_memory is not None or s.tile:  # the plan is shown: time it (about a second)
-        costs = planner.Costs(costs.base, costs.image, costs.window, network_seconds(forward, ctx.device))
+        costs = planner.Costs(costs.base, costs.image, costs.window, network_seconds(forward, ctx.device, max(h, w)))
         scale = planner.plan_scale(h, w, 0, costs, budget(ctx), halo, 4, 1.0, s.tile, tiled_work=1 + norms / 2)
     return planner.MemoryPlan(s.method, str(ctx.device), budget(ctx), [scale]), norms
 
