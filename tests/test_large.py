@@ -247,15 +247,6 @@ def test_progress_counts_tiles_within_steps():
         bar.close()
 
 
-def test_maps_over_the_image_are_not_tiled():
-    from nst.errors import UsageError
-    from nst.runtime.large import check_tileable
-
-    check_tileable({"stroke": torch.tensor(300.0), "style": torch.ones(1, 26)})
-    with pytest.raises(UsageError, match="network input 'stroke' is a map over the image"):
-        check_tileable({"stroke": torch.ones(1, 1, 32, 32)})
-
-
 def test_semantic_region_grams_run_in_tiles(tiny_weights, content_path, style_path, one_thread):
     """A plugin's region-guided Gram term composes with tiling: the same image as untiled (measured 3e-8)."""
     import nst

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -71,6 +72,9 @@ class Lazy:
 
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
+        if func in OPERATORS:  # a computed tensor's operator with a map: tensor * map, tensor.add(map), ...
+            func, swapped = OPERATORS[func]
+            args = args[::-1] if swapped else args
         op = OPS.get(func)
         if op is None:
             raise Unsupported(f"{getattr(func, '__name__', func)} on a whole-image map")
@@ -440,10 +444,16 @@ def _flat(v):
 
 POINTWISE = (torch.add, torch.sub, torch.mul, torch.div, torch.neg, torch.pow, torch.rsqrt, torch.exp, torch.abs,
              torch.relu, torch.sigmoid, torch.tanh, torch.clamp, torch.clamp_min, torch.clamp_max, torch.where,
-             F.relu, F.relu6, F.hardtanh, F.leaky_relu, F.elu, F.silu, F.gelu, F.hardswish, F.hardsigmoid, torch.addcmul)
+             F.relu, F.relu6, F.hardtanh, F.leaky_relu, F.elu, F.silu, F.gelu, F.hardswish, F.hardsigmoid, torch.addcmul,
+             torch.zeros_like, torch.ones_like, torch.full_like)
 OPS: dict[Callable, Op] = {f: Op() for f in POINTWISE} | {
     F.conv2d: Conv(), F.pad: Pad(), torch._C._nn.pad: Pad(), F.interpolate: Enlarge("interpolate"),
     F.pixel_shuffle: Enlarge("pixel_shuffle"), torch.pixel_shuffle: Enlarge("pixel_shuffle"), torch.cat: Cat()}
+T = torch.Tensor
+OPERATORS = {T.__add__: (torch.add, False), T.__radd__: (torch.add, True), T.add: (torch.add, False),
+             T.__sub__: (torch.sub, False), T.__rsub__: (torch.sub, True), T.sub: (torch.sub, False),
+             T.__mul__: (torch.mul, False), T.__rmul__: (torch.mul, True), T.mul: (torch.mul, False),
+             T.__truediv__: (torch.div, False), T.__rtruediv__: (torch.div, True), T.div: (torch.div, False)}
 METHODS = {"float": Op(), "contiguous": Op(), "to": Op()}
 SLICE = Slice()
 AFFINE = Affine()
@@ -477,8 +487,10 @@ def compute_tile(target: Lazy, order: list[Lazy], box: Box) -> torch.Tensor:
     for node in reversed(order):
         if node.stored is None and id(node) in spans:
             (y0, y1), (x0, x1) = spans[id(node)]
-            for inp in node.inputs():
-                spans[id(inp)] = _union(spans.get(id(inp)), node.op.need(node, inp, (y0, y1, x0, x1)))
+            for inp in node.inputs():  # what lies outside a map is padding its user adds (a convolution's zeros)
+                need = node.op.need(node, inp, (y0, y1, x0, x1))
+                need = tuple((max(0, a), min(n, b)) for (a, b), n in zip(need, inp.shape[-2:]))
+                spans[id(inp)] = _union(spans.get(id(inp)), need)
     done: dict[int, torch.Tensor] = {}
     users = Counter(id(i) for n in order if n.stored is None and id(n) in spans for i in n.inputs())
 
@@ -529,36 +541,59 @@ class Moments:
 
 
 def splits(n: int, parts: int) -> list[int]:
-    return sorted({round(n * i / parts) for i in range(parts + 1)})
+    """0 = b_0 < ... < b_k = N: at most PARTS near-equal parts of N."""
+    return sorted({round(n * i / min(parts, n)) for i in range(min(parts, n) + 1)})
+
+
+class Store:
+    """Where whole maps are kept: on DEVICE (the CPU's memory for a CUDA run), or (FOLDER given) in files there,
+    mapped into memory, so a print's maps need not fit in RAM. The files are nst's own, in a folder it made; each
+    is unlinked once mapped where the system allows, and the folder goes with the run (nst.core.tiles.run_network)."""
+
+    def __init__(self, device: torch.device, folder: str | None = None) -> None:
+        self.device, self.folder, self.files = device, folder, 0
+
+    def empty(self, shape: torch.Size, dtype: torch.dtype, channels_last: bool) -> torch.Tensor:
+        """An uninitialised (B, C, H, W) map."""
+        b, c, h, w = shape
+        if self.folder is None:
+            layout = torch.channels_last if channels_last else torch.contiguous_format
+            return torch.empty(shape, dtype=dtype, device=self.device, memory_format=layout)
+        self.files += 1
+        path = os.path.join(self.folder, f"map-{self.files}.bin")
+        flat = torch.from_file(path, shared=True, size=b * c * h * w, dtype=dtype)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        return flat.view(b, h, w, c).permute(0, 3, 1, 2) if channels_last else flat.view(b, c, h, w)
 
 
 class Evaluator:
-    """Computes Lazy maps in a GRID of tiles (rows, columns: the same on every map, whatever its size), storing
-    them whole on STORE (a device). KEEP: indices of maps to store when first computed, as later maps read them too
-    (see survey). on_tile(done, total) after every tile, TOTAL the tiles the whole pass is expected to take."""
+    """Computes Lazy maps in a GRID of tiles (rows, columns: the same on every map, whatever its size), keeping
+    them whole in STORE. KEEP: indices of maps to store when first computed, as later maps read them too (see
+    survey). on_tile(done, total) after every tile, TOTAL the tiles the whole pass is expected to take."""
 
-    def __init__(self, grid: tuple[int, int], store: torch.device, keep: frozenset[int], maps: int,
+    def __init__(self, grid: tuple[int, int], store: Store, keep: frozenset[int], maps: int,
                  on_tile: Callable[[int, int], None] | None = None) -> None:
         self.grid, self.store, self.keep, self.on_tile = grid, store, keep, on_tile
         self.done, self.total = 0, maps * grid[0] * grid[1]
 
-    def materialize(self, node: Lazy, moments: Moments | None = None) -> torch.Tensor:
+    def materialize(self, node: Lazy, moments: Moments | None = None, whole: bool = False) -> torch.Tensor:
         """NODE computed whole (and stored in place of its recording, so later users read it); MOMENTS gathers its
-        statistics on the way. The maps to keep that it reads are computed first, the same way."""
+        statistics on the way; WHOLE: the result of the run. The maps to keep that it reads are computed first."""
         for inner in _order(node)[:-1]:
             if inner.stored is None and inner.index in self.keep:
                 self.materialize(inner)
         order = _order(node)
-        b, c, h, w = node.shape
         out = None
-        rows, cols = splits(h, min(self.grid[0], h)), splits(w, min(self.grid[1], w))
+        rows, cols = splits(node.shape[2], self.grid[0]), splits(node.shape[3], self.grid[1])
         for y0, y1 in zip(rows, rows[1:]):
             for x0, x1 in zip(cols, cols[1:]):
                 tile = compute_tile(node, order, (y0, y1, x0, x1))
                 if out is None:  # in the tiles' layout (channels_last where the precision chose it)
-                    layout = torch.channels_last if tile.dim() == 4 and not tile.is_contiguous() and \
-                        tile.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
-                    out = torch.empty((b, c, h, w), dtype=tile.dtype, device=self.store, memory_format=layout)
+                    last = not tile.is_contiguous() and tile.is_contiguous(memory_format=torch.channels_last)
+                    out = torch.empty(node.shape, dtype=tile.dtype, device=tile.device, memory_format=torch.channels_last
+                                      if last else torch.contiguous_format) if whole else \
+                        self.store.empty(node.shape, tile.dtype, last)
                 out[..., y0:y1, x0:x1] = tile
                 if moments is not None:
                     moments.add(tile)
@@ -626,7 +661,7 @@ def survey(forward: Callable[[Lazy], Lazy], image: torch.Tensor, norms: LazyNorm
 def run(forward: Callable[[Lazy], Lazy], image: torch.Tensor, evaluator: Evaluator) -> torch.Tensor:
     """FORWARD(IMAGE) computed in the EVALUATOR's tiles, with the norm layers hooked to LazyNorms(EVALUATOR):
     (B, C', H', W') on the EVALUATOR's store."""
-    return evaluator.materialize(_forward_lazy(forward, image))
+    return evaluator.materialize(_forward_lazy(forward, image), whole=True)
 
 
 def cells_grid(h: int, w: int, cell: int) -> tuple[int, int]:

@@ -56,7 +56,7 @@ class Costs:
 @dataclass
 class ScalePlan:
     """One scale: (h, w) image, STEPS, CELL px (0 = untiled), HALO px, TILES, estimated PEAK bytes, SECONDS; for an
-    optimisation, its OPTIMIZER and L-BFGS HISTORY pairs."""
+    optimisation, its OPTIMIZER and L-BFGS HISTORY pairs; SPILL: bytes of whole-image maps kept in temporary files."""
 
     h: int
     w: int
@@ -68,6 +68,7 @@ class ScalePlan:
     seconds: float
     optimizer: str = ""
     history: int = 0
+    spill: float = 0.0
 
 
 @dataclass
@@ -92,7 +93,8 @@ class MemoryPlan:
         lines = [f"plan for {self.method} on {self.device}, memory budget {self.budget / GB:.1f} GB: "
                  f"peak ~{self.peak / GB:.2f} GB, ~{_duration(self.seconds)}"]
         for s in self.scales:
-            how = (f"{s.tiles} tiles of {s.cell} px (halo {s.halo} px)" if s.cell else "untiled")
+            how = f"{s.tiles} tiles of {s.cell} px" + (f" (halo {s.halo} px)" if s.halo else "") if s.cell else "untiled"
+            how += f", whole-image maps (~{s.spill / GB:.1f} GB) in temporary files" if s.spill else ""
             steps = f", {s.steps} steps" if s.steps else ""
             steps += {"lbfgs": f" of L-BFGS ({s.history} pairs)", "adam": " of Adam"}.get(s.optimizer, "")
             lines.append(f"  {s.w}x{s.h}{steps}: {how}, peak ~{s.peak / GB:.2f} GB, ~{_duration(s.seconds)}")

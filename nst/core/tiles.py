@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -179,35 +180,46 @@ TileObserver = Callable[[int, int], None]
 Forward = Callable[[torch.Tensor, Tile], torch.Tensor]
 
 
+def one_pass(net: nn.Module, forward: Forward, image: torch.Tensor) -> lazy_tiles.Survey | str:
+    """What a one-pass tiled run of NET over IMAGE (1, 3, H, W), sides multiples of the alignment, would keep (see
+    lazy_tiles.survey), or why it cannot run in one pass. Records on meta tensors only: milliseconds."""
+    whole = Tile((0, image.shape[-2], 0, image.shape[-1]), (0, image.shape[-2], 0, image.shape[-1]))
+    with torch.inference_mode(), _norms_hooked(net, lazy_tiles.LazyNorms(None)) as norms:
+        try:
+            return lazy_tiles.survey(lambda x: forward(x, whole), image, norms)
+        except lazy_tiles.Unsupported as why:
+            return str(why)
+
+
 def run_network(net: nn.Module, forward: Forward, image: torch.Tensor, cell: int, halo: int, overlap: int = 16,
-                align: int = 4, on_tile: TileObserver | None = None, note: Callable[[str], None] | None = None) -> torch.Tensor:
+                align: int = 4, on_tile: TileObserver | None = None, note: Callable[[str], None] | None = None,
+                spill: bool = False) -> torch.Tensor:
     """NET's output for IMAGE (1, 3, H, W) computed tile by tile with whole-image instance-norm statistics.
 
     forward(window (1, 3, h, w), tile) -> (1, C, h, w) runs NET on one window (the caller adds any other inputs,
     cropped to tile.window). The image is reflect-padded to a multiple of ALIGN first, as the networks do.
-    In one pass by lazy maps (nst.core.lazy_tiles: tiles of at most CELL px, exact) where the network allows,
-    else (NOTE says why) in N + 1 passes over windows with a HALO, OVERLAP px feathered.
-    on_tile(done, total) is called after every tile. Returns (1, C, H, W) on IMAGE's device.
+    In one pass by lazy maps (nst.core.lazy_tiles: tiles of at most CELL px, the result exact) where the network
+    allows, its whole maps in memory or (SPILL) in temporary files; else (NOTE says why) in N + 1 passes over
+    windows with a HALO, OVERLAP px feathered. on_tile(done, total) after every tile. Returns (1, C, H, W) on
+    IMAGE's device.
     """
     h, w = image.shape[-2:]
     padded = F.pad(image, (0, (-w) % align, 0, (-h) % align), mode="reflect") if (h % align or w % align) else image
     hp, wp = padded.shape[-2:]
+    found = one_pass(net, forward, padded)
+    if isinstance(found, str):
+        if note is not None:
+            note(f"tiles: this network runs in {len(norm_layers(net)) + 1} passes over overlapping windows ({found} "
+                 "cannot be computed in one pass)")
+        return _run_in_passes(net, forward, image, padded, cell, halo, overlap, align, on_tile)
     whole = Tile((0, hp, 0, wp), (0, hp, 0, wp))
-    passes = len(norm_layers(net)) + 1
-    with torch.inference_mode():
-        try:
-            with _norms_hooked(net, lazy_tiles.LazyNorms(None)) as norms:
-                found = lazy_tiles.survey(lambda x: forward(x, whole), padded, norms)
-        except lazy_tiles.Unsupported as why:
-            if note is not None:
-                note(f"tiles: this network runs in {passes} passes over overlapping windows ({why} cannot be "
-                     "computed in one pass)")
-        else:
-            evaluator = lazy_tiles.Evaluator(lazy_tiles.cells_grid(hp, wp, cell), padded.device, found.keep, found.maps,
-                                             on_tile)
-            with _norms_hooked(net, lazy_tiles.LazyNorms(evaluator)):
-                return lazy_tiles.run(lambda x: forward(x, whole), padded, evaluator)[..., :h, :w]
-    return _run_in_passes(net, forward, image, padded, cell, halo, overlap, align, on_tile)
+    with contextlib.ExitStack() as stack:
+        folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="nst-maps-", ignore_cleanup_errors=True)) \
+            if spill else None
+        store = lazy_tiles.Store(torch.device("cpu") if padded.device.type == "cuda" else padded.device, folder)
+        evaluator = lazy_tiles.Evaluator(lazy_tiles.cells_grid(hp, wp, cell), store, found.keep, found.maps, on_tile)
+        with torch.inference_mode(), _norms_hooked(net, lazy_tiles.LazyNorms(evaluator)):
+            return lazy_tiles.run(lambda x: forward(x, whole), padded, evaluator)[..., :h, :w]
 
 
 @contextlib.contextmanager

@@ -19,6 +19,7 @@ from nst.errors import NSTError, UsageError
 BASE_BYTES = 780 * 2 ** 20  # interpreter, torch, onnx and the other libraries a run imports (measured: 780-900 MB RSS)
 NETWORK_IMAGE_BYTES = 64  # per output pixel: the content at full size, padded copy, result, blend, 8-bit copy
 OVERLAP = 16  # feathered blend across cell borders, px
+ONE_PASS_WORK = 1.1  # a one-pass tiled network over the untiled pass (margins, copies to the kept maps; tiled.py)
 PLANNED = ("gatys", "nnst", "johnson", "arbitrary")  # the methods that plan their memory (and stop at --plan)
 
 
@@ -72,24 +73,50 @@ def network_seconds(forward: Callable[[torch.Tensor], torch.Tensor], device: tor
 
 
 def plan_network(ctx: RunContext, net: nn.Module, forward: Callable[[torch.Tensor], torch.Tensor],
-                 window_bytes: float) -> tuple[planner.MemoryPlan, int]:
-    """(the plan of one network pass over ctx.content, the norm layers' count). WINDOW_BYTES: activations per
-    pixel of a window, inference only."""
+                 window_bytes: float) -> planner.MemoryPlan:
+    """The plan of one network pass over ctx.content. WINDOW_BYTES: activations per pixel of a window, inference
+    only. Tiles run in one pass where the network allows (tiles.one_pass): then the maps it keeps whole count as
+    whole-image buffers, or go to temporary files when the budget has no room for them (the plan says so); else
+    in a pass per norm layer over windows with a halo of the receptive field."""
     h, w = ctx.content.shape[-2:]
+    s, limit = ctx.settings, budget(ctx)
     weights = sum(p.numel() * p.element_size() for p in net.parameters())
-    costs = planner.Costs(BASE_BYTES + weights, NETWORK_IMAGE_BYTES, window_bytes, 0.0)
-    norms = len(tiles.norm_layers(net))
-    halo = tiles.receptive_radius(net) + OVERLAP
-    scale = planner.plan_scale(h, w, 0, costs, budget(ctx), halo, 4, 1.0, ctx.settings.tile, tiled_work=1 + norms / 2)
-    s = ctx.settings
-    if scale.cell or s.plan or s.max_memory is not None or s.tile:  # the plan is shown: time it (about a second)
-        costs = planner.Costs(costs.base, costs.image, costs.window, network_seconds(forward, ctx.device, max(h, w)))
-        scale = planner.plan_scale(h, w, 0, costs, budget(ctx), halo, 4, 1.0, s.tile, tiled_work=1 + norms / 2)
-    return planner.MemoryPlan(s.method, str(ctx.device), budget(ctx), [scale]), norms
+    shape = (1, 3, h + (-h) % 4, w + (-w) % 4)
+    found = tiles.one_pass(net, lambda x, _tile: forward(x), torch.zeros(1, 1, 1, 1, device=ctx.device).expand(shape))
+    one_pass = not isinstance(found, str)
+    halo = 0 if one_pass else tiles.receptive_radius(net) + OVERLAP
+    work = ONE_PASS_WORK if one_pass else 1 + len(tiles.norm_layers(net)) / 2
+    maps = found.peak_bytes / (shape[2] * shape[3]) if one_pass and ctx.device.type == "cpu" else 0.0
+
+    def plan(rate: float) -> planner.ScalePlan:
+        costs = planner.Costs(BASE_BYTES + weights, NETWORK_IMAGE_BYTES, window_bytes, rate)
+        scale = planner.plan_scale(h, w, 0, costs, limit, halo, 4, 1.0, s.tile, tiled_work=work)
+        if scale.cell and maps:  # the maps kept whole: in memory when the budget has room, else in files
+            try:
+                kept = planner.plan_scale(h, w, 0, planner.Costs(costs.base, costs.image + maps, costs.window, rate),
+                                          limit, halo, 4, 1.0, s.tile, tiled_work=work)
+                if kept.peak <= limit:
+                    return kept
+            except NSTError:
+                pass
+            scale.spill = maps * h * w
+        return scale
+
+    scale = plan(0.0)
+    if scale.cell or s.plan or s.max_memory is not None or s.tile:  # the plan is shown: time it (a fraction of the run)
+        scale = plan(network_seconds(forward, ctx.device, max(h, w)))
+    result = planner.MemoryPlan(s.method, str(ctx.device), limit, [scale])
+    if scale.cell and not one_pass:
+        result.notes.append(f"tiles run in {len(tiles.norm_layers(net)) + 1} passes: {found} cannot be computed in one")
+    return result
 
 
-def check_tileable(inputs: dict) -> None:
-    """Refuse extra network inputs that vary over the image (maps): tiled inference does not crop them."""
+def check_tileable(plan: planner.MemoryPlan, inputs: dict) -> None:
+    """Refuse extra network inputs that vary over the image (maps) when PLAN runs the network over windows with a
+    halo (the passes of a network tiles cannot run in one pass do not crop them; one-pass tiles read them tile by
+    tile)."""
+    if not (plan.scales[0].cell and plan.scales[0].halo):
+        return
     for name, value in inputs.items():
         if isinstance(value, torch.Tensor) and value.dim() > 2:
             raise UsageError(f"network input '{name}' is a map over the image, which tiled inference does not "
@@ -118,7 +145,7 @@ def run_network(ctx: RunContext, net: nn.Module, forward: tiles.Forward, plan: p
                 with torch.inference_mode():
                     return forward(content, tiles.Tile(whole, whole))
             return tiles.run_network(net, forward, content, cell, scale.halo or tiles.receptive_radius(net) + OVERLAP,
-                                     OVERLAP, on_tile=ctx.on_tile)
+                                     OVERLAP, on_tile=ctx.on_tile, spill=bool(scale.spill))
         except torch.cuda.OutOfMemoryError:
             if ctx.device.type == "cuda":
                 torch.cuda.empty_cache()

@@ -138,7 +138,7 @@ def run(ctx: RunContext) -> torch.Tensor:
             ctx.summary["arbitrary"] = f"{vectors.shape[0]} region style vectors (semantic)"
         else:
             vectors, masks = style_vectors(ctx, onnx_predictor(predictor) if fast else predictor), None
-    plan, _ = large.plan_network(ctx, transformer, lambda x: transformer(x, vectors[:1]), BYTES_PER_PIXEL)
+    plan = large.plan_network(ctx, transformer, lambda x: transformer(x, vectors[:1]), BYTES_PER_PIXEL)
     large.announce(ctx, plan)
     tiled = bool(plan.scales[0].cell)
     backend = pick_backend(ctx.settings.backend, ctx.device, supported=not semantic and not tiled  # tiles: torch

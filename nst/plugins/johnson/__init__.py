@@ -122,11 +122,10 @@ def run(ctx: RunContext) -> torch.Tensor:
     if style is not None:
         inputs["style"] = style.to(ctx.device)
     width = getattr(net, "config", {}).get("width", 32)
-    plan, _ = large.plan_network(ctx, net, lambda x: net(x, **inputs), BYTES_PER_PIXEL * width / 32)
+    plan = large.plan_network(ctx, net, lambda x: net(x, **inputs), BYTES_PER_PIXEL * width / 32)
     large.announce(ctx, plan)
     tiled = bool(plan.scales[0].cell)
-    if tiled:
-        large.check_tileable(inputs)
+    large.check_tileable(plan, inputs)
     backend = pick_backend(ctx.settings.backend, ctx.device, supported=set(inputs) <= {"style"} and not tiled
                            and not getattr(net, "inputs", None) and ctx.settings.precision != "bf16")
     ctx.summary.setdefault("backend", backend)
