@@ -7,8 +7,8 @@
 #   3. measures the machine's peak and each method's share of it (benchmarks/limit.py: limit-DEVICE.md);
 #      runs the whole test suite, slow and CUDA tests included (tests.log, tests.xml);
 #   4. runs `nst bench --device DEVICE` (CUDA: the GPU plan, sized for under 8 minutes on one H200; CPU: --quick)
-#      into OUT/bench, and the benchmark scripts' CUDA tables (gatys_cuda, johnson, fast, styles, nnst, analogy,
-#      studio) into OUT/*.md.
+#      into OUT/bench, and the benchmark scripts' CUDA tables (gatys_cuda, johnson, fast, tiled, styles, nnst,
+#      analogy, studio) into OUT/*.md.
 # Every step runs even when an earlier one failed; the script's exit code is the first failure's.
 #
 # Usage: bash benchmarks/gpu.sh OUT [--device cuda|cpu] [--wheels DIR] [--no-install] [--tests "PYTEST ARGS"]
@@ -98,6 +98,8 @@ else
     step "johnson" timeout 120 "$py" benchmarks/johnson.py --sizes 256 512 1024 --steps 20 --rounds 1 --out "$out/johnson-cuda.md"
     step "fast (arbitrary)" timeout 150 "$py" benchmarks/fast.py --sizes 512 1024 --runs 3 --limit 4 --devices cpu "$device" \
         --out "$out/fast-cuda.md"
+    step "tiled feed-forward" timeout 120 "$py" benchmarks/tiled.py --device "$device" --sizes 2048 4096 --tiles 512 1024 \
+        --repeats 2 --out "$out/tiled-cuda.md"
     step "style scalability" timeout 120 "$py" benchmarks/styles.py --device "$device" --out "$out/styles-cuda.md"
     step "nnst against gatys" timeout 300 "$py" benchmarks/nnst.py --size 1024 --repeats 2 --pairs 4 --metric none \
         --sheet "$out/nnst-cuda.jpg" --out "$out/nnst-cuda.md"

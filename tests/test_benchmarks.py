@@ -25,6 +25,7 @@ BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
     ("nnst.py", ["--size", "48", "--steps", "2", "--repeats", "1", "--pairs", "1", "--metric", "none"],
      "| 1 | nnst | "),
     ("large.py", ["--methods", "gatys", "arbitrary", "--sizes", "64", "--steps", "2", "--tile", "32"], "| gatys | cpu | 64x42 | 4 | 32 |"),
+    ("tiled.py", ["--sizes", "64", "--tiles", "32", "--repeats", "1", "--networks", "arbitrary"], "| arbitrary | "),
     ("video.py", ["--size", "64", "--frames", "3", "--gatys-size", "32", "--gatys-steps", "2", "--gatys-frames", "2"],
      "| johnson | 64 | 3 | yes |"),
     ("studio.py", ["--no-default", "--jobs", "gatys:32:2"], "| given | gatys | 32 | 2 | "),

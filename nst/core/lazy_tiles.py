@@ -33,6 +33,7 @@ class Unsupported(Exception):
     """The network does something lazy maps cannot record (the message names it)."""
 
 
+MIN_SIDE = 16  # px: the smallest tile side (margins of a few pixels would cost more than the tile)
 _CREATED = threading.local()  # .count: Lazy maps made so far in this thread's pass (their INDEX)
 
 
@@ -568,14 +569,20 @@ class Store:
 
 
 class Evaluator:
-    """Computes Lazy maps in a GRID of tiles (rows, columns: the same on every map, whatever its size), keeping
-    them whole in STORE. KEEP: indices of maps to store when first computed, as later maps read them too (see
-    survey). on_tile(done, total) after every tile, TOTAL the tiles the whole pass is expected to take."""
+    """Computes Lazy maps tile by tile, keeping them whole in STORE. Tiles hold at most NUMBERS numbers of work
+    each (cell² × the survey's density: the heaviest map's tiles cover CELL × CELL input pixels, lighter maps get
+    larger tiles). KEEP: indices of maps to store when first computed, as later maps read them too (see survey).
+    on_tile(done, total) after every tile, TOTAL the tiles the pass is expected to take (from STAGES)."""
 
-    def __init__(self, grid: tuple[int, int], store: Store, keep: frozenset[int], maps: int,
+    def __init__(self, numbers: float, store: Store, keep: frozenset[int], stages: tuple[tuple[int, int, float], ...],
                  on_tile: Callable[[int, int], None] | None = None) -> None:
-        self.grid, self.store, self.keep, self.on_tile = grid, store, keep, on_tile
-        self.done, self.total = 0, maps * grid[0] * grid[1]
+        self.numbers, self.store, self.keep, self.on_tile = numbers, store, keep, on_tile
+        self.done, self.total = 0, sum(math.prod(self.grid(h, w, e)) for h, w, e in stages)
+
+    def grid(self, h: int, w: int, per_pixel: float) -> tuple[int, int]:
+        """Rows and columns of tiles over an (H, W) map whose computation holds PER_PIXEL numbers per pixel."""
+        side = max(MIN_SIDE, math.isqrt(int(self.numbers / max(per_pixel, 1.0))))
+        return max(1, math.ceil(h / side)), max(1, math.ceil(w / side))
 
     def materialize(self, node: Lazy, moments: Moments | None = None, whole: bool = False) -> torch.Tensor:
         """NODE computed whole (and stored in place of its recording, so later users read it); MOMENTS gathers its
@@ -585,7 +592,8 @@ class Evaluator:
                 self.materialize(inner)
         order = _order(node)
         out = None
-        rows, cols = splits(node.shape[2], self.grid[0]), splits(node.shape[3], self.grid[1])
+        grid = self.grid(node.shape[2], node.shape[3], numbers_per_pixel(order))
+        rows, cols = splits(node.shape[2], grid[0]), splits(node.shape[3], grid[1])
         for y0, y1 in zip(rows, rows[1:]):
             for x0, x1 in zip(cols, cols[1:]):
                 tile = compute_tile(node, order, (y0, y1, x0, x1))
@@ -629,12 +637,14 @@ class LazyNorms:
 @dataclass(frozen=True)
 class Survey:
     """What a recording-only pass found: KEEP, the indices of convolutions that more than one of the computed-whole
-    maps would compute (kept when first computed instead); MAPS, how many maps are computed whole; PEAK_BYTES, a
-    guess of the stored maps' memory at once (the two largest)."""
+    maps would compute (kept when first computed instead); PEAK_BYTES, a guess of the stored maps' memory at once
+    (the two largest); DENSITY, the most numbers any map's computation holds per input pixel (see Evaluator);
+    STAGES, (h, w, numbers per pixel of its own) of each map computed whole."""
 
     keep: frozenset[int]
-    maps: int
     peak_bytes: int
+    density: float
+    stages: tuple[tuple[int, int, float], ...]
 
 
 def _forward_lazy(forward: Callable[[Lazy], Lazy], image: torch.Tensor) -> Lazy:
@@ -651,20 +661,26 @@ def survey(forward: Callable[[Lazy], Lazy], image: torch.Tensor, norms: LazyNorm
     out = _forward_lazy(forward, image)
     targets = [*norms.targets, out]
     stops = frozenset(id(t) for t in targets)
-    uses = Counter(n.index for t in targets for n in _order(t, stops)[:-1] if isinstance(n.op, Conv))
+    orders = [_order(t, stops) for t in targets]
+    uses = Counter(n.index for order in orders for n in order[:-1] if isinstance(n.op, Conv))
     keep = frozenset(i for i, n in uses.items() if n > 1)
-    kept = [n for t in targets for n in _order(t, stops) if n.index in keep or n is t]
-    sizes = sorted((n.meta.numel() * 4 for n in {id(n): n for n in kept}.values()), reverse=True)
-    return Survey(keep, len(targets) + len(keep), sum(sizes[:2]))
+    whole = list({id(n): n for order in orders for n in order if n.index in keep or n is order[-1]}.values())
+    sizes = sorted((n.meta.numel() * 4 for n in whole), reverse=True)
+    stops = frozenset(id(n) for n in whole)  # as the real pass will have them: each computed from the others
+    stages = tuple((n.shape[2], n.shape[3], numbers_per_pixel(_order(n, stops))) for n in whole)
+    pixels = image.shape[2] * image.shape[3]
+    return Survey(keep, sum(sizes[:2]), max(h * w * e / pixels for h, w, e in stages), stages)
+
+
+def numbers_per_pixel(order: list[Lazy]) -> float:
+    """The numbers a tile of ORDER's last map holds at most while it is computed (every map of ORDER, cut to the
+    tile and its margins), per pixel of that map."""
+    target = order[-1]
+    return sum(n.meta.numel() for n in order) / (target.shape[2] * target.shape[3])
 
 
 def run(forward: Callable[[Lazy], Lazy], image: torch.Tensor, evaluator: Evaluator) -> torch.Tensor:
     """FORWARD(IMAGE) computed in the EVALUATOR's tiles, with the norm layers hooked to LazyNorms(EVALUATOR):
     (B, C', H', W') on the EVALUATOR's store."""
     return evaluator.materialize(_forward_lazy(forward, image), whole=True)
-
-
-def cells_grid(h: int, w: int, cell: int) -> tuple[int, int]:
-    """Rows and columns of tiles at most CELL px a side over (H, W)."""
-    return max(1, math.ceil(h / cell)), max(1, math.ceil(w / cell))
 

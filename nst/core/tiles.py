@@ -217,7 +217,7 @@ def run_network(net: nn.Module, forward: Forward, image: torch.Tensor, cell: int
         folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="nst-maps-", ignore_cleanup_errors=True)) \
             if spill else None
         store = lazy_tiles.Store(torch.device("cpu") if padded.device.type == "cuda" else padded.device, folder)
-        evaluator = lazy_tiles.Evaluator(lazy_tiles.cells_grid(hp, wp, cell), store, found.keep, found.maps, on_tile)
+        evaluator = lazy_tiles.Evaluator(cell * cell * found.density, store, found.keep, found.stages, on_tile)
         with torch.inference_mode(), _norms_hooked(net, lazy_tiles.LazyNorms(evaluator)):
             return lazy_tiles.run(lambda x: forward(x, whole), padded, evaluator)[..., :h, :w]
 

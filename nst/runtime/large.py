@@ -75,9 +75,10 @@ def network_seconds(forward: Callable[[torch.Tensor], torch.Tensor], device: tor
 def plan_network(ctx: RunContext, net: nn.Module, forward: Callable[[torch.Tensor], torch.Tensor],
                  window_bytes: float) -> planner.MemoryPlan:
     """The plan of one network pass over ctx.content. WINDOW_BYTES: activations per pixel of a window, inference
-    only. Tiles run in one pass where the network allows (tiles.one_pass): then the maps it keeps whole count as
-    whole-image buffers, or go to temporary files when the budget has no room for them (the plan says so); else
-    in a pass per norm layer over windows with a halo of the receptive field."""
+    only (one-pass tiles count their own from the recorded maps). Tiles run in one pass where the network allows
+    (tiles.one_pass): then the maps it keeps whole count as whole-image buffers, or go to temporary files when the
+    budget has no room for them (the plan says so); else in a pass per norm layer over windows with a halo of the
+    receptive field."""
     h, w = ctx.content.shape[-2:]
     s, limit = ctx.settings, budget(ctx)
     weights = sum(p.numel() * p.element_size() for p in net.parameters())
@@ -87,9 +88,10 @@ def plan_network(ctx: RunContext, net: nn.Module, forward: Callable[[torch.Tenso
     halo = 0 if one_pass else tiles.receptive_radius(net) + OVERLAP
     work = ONE_PASS_WORK if one_pass else 1 + len(tiles.norm_layers(net)) / 2
     maps = found.peak_bytes / (shape[2] * shape[3]) if one_pass and ctx.device.type == "cpu" else 0.0
+    window = 4 * found.density if one_pass else window_bytes  # a one-pass tile holds its stage's maps at most
 
     def plan(rate: float) -> planner.ScalePlan:
-        costs = planner.Costs(BASE_BYTES + weights, NETWORK_IMAGE_BYTES, window_bytes, rate)
+        costs = planner.Costs(BASE_BYTES + weights, NETWORK_IMAGE_BYTES, window, rate)
         scale = planner.plan_scale(h, w, 0, costs, limit, halo, 4, 1.0, s.tile, tiled_work=work)
         if scale.cell and maps:  # the maps kept whole: in memory when the budget has room, else in files
             try:
