@@ -59,6 +59,41 @@ def test_one_pass_equals_the_whole_image_for_every_operation(one_thread):
     assert counts == sorted(counts, reverse=True) and counts[0] > 6 * 4  # 6 maps computed whole, in more tiles
 
 
+class Tricky(nn.Module):
+    """What tripped earlier versions: a step reading a map that another reads with a wider margin, a view read
+    after an activation, an in-place activation on a map read again (eager semantics), a norm over a map whose
+    mean is far from zero, a convolution padded beyond its kernel's reach, tensor methods and comparisons."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 5, padding=2)
+        self.down, self.far = nn.Conv2d(4, 4, 3, stride=4, padding=1), nn.Conv2d(4, 4, 1, padding=3)
+        self.norms = nn.ModuleList([InstanceNorm(4, affine=True) for _ in range(4)])
+        self.act = nn.ReLU(inplace=True)
+        with torch.no_grad():
+            self.b.bias.fill_(100.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.norms[0](self.a(x))
+        h = torch.relu(h) + self.b(h) * 0.01 + torch.relu(h)[:, :1]
+        g = self.norms[1](self.b(h))  # mean ~100, spread ~1
+        g = g + self.b(self.act(g)) * 0.01  # in place, then read again
+        far = F.interpolate(self.far(self.down(g)), scale_factor=4)[..., :g.shape[-2], :g.shape[-1]]
+        y = self.norms[2](far) + g.tanh().mul(2) + abs(g) * 0.1
+        return self.norms[3](torch.where(y > 0, y, 0.1 * y))
+
+
+def test_one_pass_equals_the_whole_image_where_it_is_tricky(one_thread):
+    torch.manual_seed(0)
+    net, x = Tricky().eval(), torch.rand(1, 3, 20, 28)
+    with torch.no_grad():
+        whole = net(x)
+    assert isinstance(tiles.one_pass(net, lambda t, _tile: net(t), x), lazy_tiles.Survey)
+    for cell in (4, 5, 7, 13, 32):
+        out = tiles.run_network(net, lambda t, _tile: net(t), x, cell, 8)
+        assert (out - whole).abs().max() < 1e-4, cell
+
+
 class Flipping(nn.Module):
     """A network lazy maps cannot record (a flip of a whole map)."""
 
@@ -79,6 +114,12 @@ def test_a_network_it_cannot_record_runs_in_passes_and_says_why(one_thread):
     out = tiles.run_network(net, lambda t, _tile: net(t), x, 16, 8, note=notes.append)
     assert (out - whole).abs().max() < 1e-5
     assert len(notes) == 1 and "2 passes over overlapping windows" in notes[0] and "flip" in notes[0]
+    viewing = Flipping().eval()
+    viewing.forward = lambda t: viewing.norm(viewing.conv(t).view_as(viewing.conv(t)))  # not recordable either
+    assert "view_as" in tiles.one_pass(viewing, lambda t, _tile: viewing(t), x)
+    with torch.no_grad():
+        whole = viewing(x)
+    assert (tiles.run_network(viewing, lambda t, _tile: viewing(t), x, 16, 8) - whole).abs().max() < 1e-5
 
 
 def test_each_activation_is_computed_about_once(monkeypatch, one_thread):

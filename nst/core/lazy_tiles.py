@@ -33,13 +33,20 @@ class Unsupported(Exception):
     """The network does something lazy maps cannot record (the message names it)."""
 
 
+class UnsupportedAttribute(Unsupported, AttributeError):
+    """A tensor attribute or method lazy maps do not have (hasattr() is False for it)."""
+
+
 MIN_SIDE = 16  # px: the smallest tile side (margins of a few pixels would cost more than the tile)
 _CREATED = threading.local()  # .count: Lazy maps made so far in this thread's pass (their INDEX)
 
 
 class Lazy:
     """A (B, C, h, w) map of the whole image: a recorded operation on other maps, or STORED (computed whole).
-    INDEX: its place in the order of creation (the same in every pass of the same network)."""
+    INDEX: its place in the order of creation (the same in every pass of the same network); USERS: how many
+    recorded maps read it."""
+
+    func: Callable | None = None  # what computes it (a torch function), for recorded maps
 
     def __init__(self, meta: torch.Tensor, device: torch.device, op: Op | None = None, args=(), kwargs=None,
                  stored: torch.Tensor | None = None) -> None:
@@ -47,7 +54,9 @@ class Lazy:
             raise Unsupported(f"a {meta.dim()}-d result of {op.name if op else 'an input'} (maps are 4-d)")
         self.meta, self.device = meta, device
         self.op, self.args, self.kwargs, self.stored = op, args, kwargs or {}, stored
-        self.sources = _lazies((args, kwargs))
+        self.sources, self.users = _lazies((args, kwargs)), 0
+        for source in self.sources:
+            source.users += 1
         self.autocast = (torch.is_autocast_enabled(device.type), torch.get_autocast_dtype(device.type))
         self.index = _CREATED.count = getattr(_CREATED, "count", 0) + 1
 
@@ -91,19 +100,20 @@ class Lazy:
         return self._method("contiguous", memory_format=memory_format)
 
     def to(self, *args, **kwargs) -> Lazy:
-        target = [a for a in (*args, *kwargs.values()) if isinstance(a, (str, torch.device))]
-        if any(torch.device(t) != self.device for t in target):
-            raise Unsupported("moving a whole-image map to another device")
-        return self._method("to", *args, **kwargs)
+        """Only a dtype change (a move to the map's own device is none)."""
+        dtypes = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.dtype)]
+        places = [a for a in (*args, *kwargs.values()) if not isinstance(a, torch.dtype)]
+        if len(dtypes) > 1 or any(not isinstance(a, (str, torch.device)) or torch.device(a) != self.device
+                                  for a in places):
+            raise Unsupported(f"to({', '.join(map(str, (*args, *kwargs.values())))}) of a whole-image map")
+        return self._method("to", dtypes[0]) if dtypes else self
 
-    def relu(self) -> Lazy:
-        return torch.relu(self)
-
-    def sigmoid(self) -> Lazy:
-        return torch.sigmoid(self)
-
-    def clamp(self, *args, **kwargs) -> Lazy:
-        return torch.clamp(self, *args, **kwargs)
+    def __getattr__(self, name: str):
+        """Tensor methods that are a pointwise torch function (x.tanh(), x.mul(2), ...); nothing else."""
+        func = getattr(torch, name, None) if not name.startswith("_") else None
+        if func is None or type(OPS.get(func)) is not Op:
+            raise UnsupportedAttribute(f"'{name}' of a whole-image map")
+        return lambda *args, **kwargs: func(self, *args, **kwargs)
 
     def __getitem__(self, index) -> Lazy:
         return record(SLICE, torch.Tensor.__getitem__, (self, index), {})
@@ -117,7 +127,19 @@ class Lazy:
     __truediv__ = lambda self, o: torch.div(self, o)  # noqa: E731
     __rtruediv__ = lambda self, o: torch.div(o, self)  # noqa: E731
     __pow__ = lambda self, o: torch.pow(self, o)  # noqa: E731
+    __rpow__ = lambda self, o: torch.pow(o, self)  # noqa: E731
     __neg__ = lambda self: torch.neg(self)  # noqa: E731
+    __abs__ = lambda self: torch.abs(self)  # noqa: E731
+    __gt__ = lambda self, o: torch.gt(self, o)  # noqa: E731
+    __ge__ = lambda self, o: torch.ge(self, o)  # noqa: E731
+    __lt__ = lambda self, o: torch.lt(self, o)  # noqa: E731
+    __le__ = lambda self, o: torch.le(self, o)  # noqa: E731
+
+    def __bool__(self) -> bool:
+        raise Unsupported("the truth of a whole-image map (control flow on its values)")
+
+    def __len__(self) -> int:
+        raise Unsupported("len() of a whole-image map")
 
 
 def _swap(value, lazy: Callable, tensor: Callable | None = None):
@@ -150,7 +172,10 @@ def _values(value) -> list:
 
 def record(op: Op, func: Callable, args: tuple, kwargs: dict) -> Lazy:
     """A Lazy for FUNC(*ARGS, **KWARGS) computed by OP; its shape from running FUNC on meta tensors."""
+    inplace = bool(kwargs.get("inplace"))
     kwargs = {k: v for k, v in kwargs.items() if k != "inplace"}  # a tile of a stored map must never change it
+    if inplace:
+        return _in_place(record(op, func, args, kwargs), args[0])
     fused = fuse_affine(func, args, kwargs)
     if fused is not None:
         return fused
@@ -168,6 +193,19 @@ def record(op: Op, func: Callable, args: tuple, kwargs: dict) -> Lazy:
     node.func = func
     op.check(node)
     return node
+
+
+def _in_place(result: Lazy, target) -> Lazy:
+    """An in-place step (e.g. ReLU(inplace=True)) on TARGET, recorded as RESULT: TARGET becomes the result (later
+    readers see the new values, as in eager mode) and RESULT keeps TARGET's old recording. Refused when other
+    recorded maps already read TARGET (they would have to see the old values)."""
+    if not isinstance(target, Lazy) or target.users > 1:  # RESULT itself reads it
+        raise Unsupported("an in-place step on a whole-image map that other steps also read")
+    target.__dict__, result.__dict__ = result.__dict__, target.__dict__
+    swap = lambda m: result if m is target else m  # noqa: E731
+    target.args, target.kwargs = _swap(target.args, swap), _swap(target.kwargs, swap)
+    target.sources, target.users, result.users = [result], 0, 1
+    return target
 
 
 # --- operations: the margin each needs and how a tile of it is computed ------------------------------------------------
@@ -196,7 +234,9 @@ class Op:
 
 
 def _pair(value) -> tuple[int, int]:
-    return (int(value[0]), int(value[1])) if isinstance(value, (tuple, list)) else (int(value), int(value))
+    if isinstance(value, (tuple, list)):
+        return (int(value[0]), int(value[-1]))
+    return int(value), int(value)
 
 
 class Conv(Op):
@@ -235,10 +275,15 @@ class Conv(Op):
         want = self.need(node, x, box)
         n = x.shape[-2:]
         inside = tuple((max(0, a), min(n[i], b)) for i, (a, b) in enumerate(want))
-        window = values(x, inside)
-        zeros = (inside[1][0] - want[1][0], want[1][1] - inside[1][1], inside[0][0] - want[0][0], want[0][1] - inside[0][1])
-        if any(zeros):
-            window = F.pad(window, zeros)
+        if any(a >= b for a, b in inside):  # the tile lies wholly in the zero padding
+            window = torch.zeros((x.shape[0], x.shape[1], want[0][1] - want[0][0], want[1][1] - want[1][0]),
+                                 dtype=x.dtype, device=x.device)
+        else:
+            window = values(x, inside)
+            zeros = (inside[1][0] - want[1][0], want[1][1] - inside[1][1], inside[0][0] - want[0][0],
+                     want[0][1] - inside[0][1])
+            if any(zeros):
+                window = F.pad(window, zeros)
         return F.conv2d(window, p["weight"], p.get("bias"), p.get("stride", 1), 0, p.get("dilation", 1), p.get("groups", 1))
 
 
@@ -305,10 +350,14 @@ class Enlarge(Op):
 
     def check(self, node: Lazy) -> None:
         inp = node.args[0]
+        if len(node.args) != 1 + (self.name == "pixel_shuffle") or not isinstance(inp, Lazy):
+            raise Unsupported(f"{self.name} called with keywords for its input")
         if self.name == "interpolate":
-            mode = node.kwargs.get("mode", node.args[3] if len(node.args) > 3 else "nearest")
-            if mode not in ("nearest", "nearest-exact"):
-                raise Unsupported(f"{mode} interpolation")
+            mode = node.kwargs.get("mode", "nearest")
+            factor = node.kwargs.get("scale_factor")
+            factors = factor if isinstance(factor, (tuple, list)) else [factor] if factor is not None else []
+            if mode not in ("nearest", "nearest-exact") or any(float(f) != int(f) for f in factors):
+                raise Unsupported(f"{mode} interpolation by {factor or node.kwargs.get('size')}")
         f = self.factors(node)
         if any(f[i] < 1 or f[i] * inp.shape[-2 + i] != node.shape[-2 + i] for i in range(2)):
             raise Unsupported(f"{self.name} by a factor that is not a whole number")
@@ -370,7 +419,7 @@ class Cat(Op):
 
     def check(self, node: Lazy) -> None:
         dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
-        if dim not in (0, 1, -3, -4) or not all(isinstance(t, Lazy) for t in node.args[0]):
+        if not node.args or dim not in (0, 1, -3, -4) or not all(isinstance(t, Lazy) for t in node.args[0]):
             raise Unsupported("concatenating whole-image maps along an image axis or with other tensors")
         super().check(node)
 
@@ -411,9 +460,9 @@ def fuse_affine(func: Callable, args: tuple, kwargs: dict) -> Lazy | None:
                 1, m.shape[1])) or (other.dim() == 4 and other.shape[0] != 1) or other.dtype.is_complex:
             return None
         other = other.reshape(-1) if other.numel() in (1, m.shape[1]) else None
-        if other is None:
+        if other is None or (func is torch.div and bool((other == 0).any())):
             return None
-    elif not isinstance(other, (int, float)):
+    elif not isinstance(other, (int, float)) or (func is torch.div and other == 0):
         return None
     x, scale, shift = (m.args if m.op is AFFINE else (m, 1.0, 0.0))
     if func is torch.mul:
@@ -446,7 +495,8 @@ def _flat(v):
 POINTWISE = (torch.add, torch.sub, torch.mul, torch.div, torch.neg, torch.pow, torch.rsqrt, torch.exp, torch.abs,
              torch.relu, torch.sigmoid, torch.tanh, torch.clamp, torch.clamp_min, torch.clamp_max, torch.where,
              F.relu, F.relu6, F.hardtanh, F.leaky_relu, F.elu, F.silu, F.gelu, F.hardswish, F.hardsigmoid, torch.addcmul,
-             torch.zeros_like, torch.ones_like, torch.full_like)
+             torch.zeros_like, torch.ones_like, torch.full_like, torch.gt, torch.ge, torch.lt, torch.le, torch.square,
+             torch.sqrt, torch.log)
 OPS: dict[Callable, Op] = {f: Op() for f in POINTWISE} | {
     F.conv2d: Conv(), F.pad: Pad(), torch._C._nn.pad: Pad(), F.interpolate: Enlarge("interpolate"),
     F.pixel_shuffle: Enlarge("pixel_shuffle"), torch.pixel_shuffle: Enlarge("pixel_shuffle"), torch.cat: Cat()}
@@ -491,9 +541,11 @@ def compute_tile(target: Lazy, order: list[Lazy], box: Box) -> torch.Tensor:
             for inp in node.inputs():  # what lies outside a map is padding its user adds (a convolution's zeros)
                 need = node.op.need(node, inp, (y0, y1, x0, x1))
                 need = tuple((max(0, a), min(n, b)) for (a, b), n in zip(need, inp.shape[-2:]))
-                spans[id(inp)] = _union(spans.get(id(inp)), need)
+                if all(a < b for a, b in need):  # (none: the box reads only a convolution's zero padding)
+                    spans[id(inp)] = _union(spans.get(id(inp)), need)
     done: dict[int, torch.Tensor] = {}
-    users = Counter(id(i) for n in order if n.stored is None and id(n) in spans for i in n.inputs())
+    users = Counter(id(i) for n in order if n.stored is None and id(n) in spans for i in n.inputs() if id(i) in spans)
+    sole = {key for key, count in users.items() if count == 1}  # read by one step only: it may overwrite them
 
     def values(inp: Lazy, want: Spans) -> torch.Tensor:
         (hy0, _), (hx0, _) = spans[id(inp)]
@@ -510,35 +562,44 @@ def compute_tile(target: Lazy, order: list[Lazy], box: Box) -> torch.Tensor:
         inputs = node.inputs()
         on, dtype = node.autocast
         with torch.autocast(node.device.type, dtype) if on else contextlib.nullcontext():
-            if node.func in RELUS and len(node.args) == 1 and users[id(inputs[0])] == 1 and (
+            if node.func in RELUS and len(node.args) == 1 and id(inputs[0]) in sole and (
                     inputs[0].op is AFFINE or isinstance(inputs[0].op, Conv)):  # its input is a fresh tensor of its own
                 done[id(node)] = torch.relu_(done[id(inputs[0])])
             else:
                 done[id(node)] = node.op.compute(node, values, (y0, y1, x0, x1))
         for inp in inputs:  # a tile's inputs are let go once their last user has them
-            users[id(inp)] -= 1
-            if users[id(inp)] == 0:
-                del done[id(inp)]
+            if id(inp) in users:
+                users[id(inp)] -= 1
+                if users[id(inp)] == 0:
+                    del done[id(inp)]
     return done[id(target)]
 
 
 class Moments:
-    """Per-channel mean and variance over all tiles of a map: each tile's sums (float32) added up in float64."""
+    """Per-channel mean and variance over all tiles of a map: each tile's mean and sum of squared deviations
+    (float32, centred, so a large mean costs no precision), merged in float64 (Chan et al.)."""
 
     def __init__(self) -> None:
-        self.count, self.sums = 0, None
+        self.count, self.mean, self.m2 = 0, None, None
 
     def add(self, tile: torch.Tensor) -> None:
         t = tile.float()
-        sums = torch.stack([t.sum((0, 2, 3)), (t * t).sum((0, 2, 3))]).double()
-        self.sums = sums if self.sums is None else self.sums + sums
-        self.count += tile.shape[0] * tile.shape[2] * tile.shape[3]
+        n = t.shape[0] * t.shape[2] * t.shape[3]
+        mean = t.mean((0, 2, 3), keepdim=True)
+        m2 = (t - mean).square_().sum((0, 2, 3)).double()
+        mean = mean.flatten().double()
+        if self.mean is None:
+            self.count, self.mean, self.m2 = n, mean, m2
+            return
+        total = self.count + n
+        delta = mean - self.mean
+        self.mean = self.mean + delta * (n / total)
+        self.m2 = self.m2 + m2 + delta.square() * (self.count * n / total)
+        self.count = total
 
     def result(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, variance), each (1, C, 1, 1) float32."""
-        mean = self.sums[0] / self.count
-        var = (self.sums[1] / self.count - mean * mean).clamp_min(0)
-        return mean.float().view(1, -1, 1, 1), var.float().view(1, -1, 1, 1)
+        return self.mean.float().view(1, -1, 1, 1), (self.m2 / self.count).float().view(1, -1, 1, 1)
 
 
 def splits(n: int, parts: int) -> list[int]:
@@ -658,6 +719,8 @@ def _forward_lazy(forward: Callable[[Lazy], Lazy], image: torch.Tensor) -> Lazy:
 def survey(forward: Callable[[Lazy], Lazy], image: torch.Tensor, norms: LazyNorms) -> Survey:
     """Record FORWARD on IMAGE (B, 3, H, W) with the norm layers hooked to NORMS (without an evaluator), computing
     nothing; raises Unsupported if the network does anything lazy maps cannot record."""
+    if image.shape[0] != 1:
+        raise Unsupported(f"a batch of {image.shape[0]} images (one-pass tiles take one)")
     out = _forward_lazy(forward, image)
     targets = [*norms.targets, out]
     stops = frozenset(id(t) for t in targets)

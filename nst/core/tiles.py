@@ -189,6 +189,8 @@ def one_pass(net: nn.Module, forward: Forward, image: torch.Tensor) -> lazy_tile
             return lazy_tiles.survey(lambda x: forward(x, whole), image, norms)
         except lazy_tiles.Unsupported as why:
             return str(why)
+        except Exception as error:  # recording met something else it cannot do; the passes run the code for real
+            return f"{type(error).__name__} while recording ({str(error).splitlines()[0][:120] if str(error) else ''})"
 
 
 def run_network(net: nn.Module, forward: Forward, image: torch.Tensor, cell: int, halo: int, overlap: int = 16,
