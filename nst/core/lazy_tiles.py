@@ -91,7 +91,7 @@ class Lazy:
         return record(op, func, args, kwargs or {})
 
     def _method(self, name: str, *args, **kwargs) -> Lazy:
-        return record(METHODS[name], getattr(torch.Tensor, name), (self, *args), kwargs)
+        return record(Op(), getattr(torch.Tensor, name), (self, *args), kwargs)
 
     def float(self) -> Lazy:
         return self._method("float")
@@ -505,7 +505,6 @@ OPERATORS = {T.__add__: (torch.add, False), T.__radd__: (torch.add, True), T.add
              T.__sub__: (torch.sub, False), T.__rsub__: (torch.sub, True), T.sub: (torch.sub, False),
              T.__mul__: (torch.mul, False), T.__rmul__: (torch.mul, True), T.mul: (torch.mul, False),
              T.__truediv__: (torch.div, False), T.__rtruediv__: (torch.div, True), T.div: (torch.div, False)}
-METHODS = {"float": Op(), "contiguous": Op(), "to": Op()}
 SLICE = Slice()
 AFFINE = Affine()
 RELUS = (torch.relu, F.relu)
