@@ -247,6 +247,28 @@ def test_progress_counts_tiles_within_steps():
         bar.close()
 
 
+def test_progress_weighs_steps_by_their_work():
+    """Coarse to fine, a fine step costs more: the bar counts work (its time left is then right), the label the
+    steps."""
+    from types import SimpleNamespace
+
+    from nst.runtime.observers import ProgressBar
+
+    bar = ProgressBar()
+    ctx = SimpleNamespace(total_steps=4, step_work=[1.0, 1.0, 4.0, 4.0], settings=SimpleNamespace(method="gatys"),
+                          scale=SimpleNamespace(size=512), mode="run")
+    try:
+        bar.nst_on_step(ctx, 2, {"total": 1.0})
+        task = bar._bar.tasks[0]
+        assert task.total == 10 and task.completed == 2 and "step 2/4" in task.description
+        bar.tile(ctx, 1, 2)
+        assert bar._bar.tasks[0].completed == pytest.approx(4.0) and "step 2/4 tile 1/2" in bar._bar.tasks[0].description
+        bar.nst_on_step(ctx, 3, {"total": 1.0})
+        assert bar._bar.tasks[0].completed == 6
+    finally:
+        bar.close()
+
+
 def test_semantic_region_grams_run_in_tiles(tiny_weights, content_path, style_path, one_thread):
     """A plugin's region-guided Gram term composes with tiling: the same image as untiled (measured 3e-8)."""
     import nst

@@ -70,7 +70,9 @@ class RunContext:
     weights summing to 1; options: {plugin: {key: value}} for the plugins taking part; guides: what
     nst_prepare hooks returned; summary: figures reported at the end (name -> value); scale: the current
     ScaleState while a gatys run optimises (None otherwise); batch: the current TrainBatch in training;
-    total_steps: set by the method when it knows how many on_step calls will come; weights: the registry
+    total_steps: set by the method when it knows how many on_step calls will come; step_work: the relative cost of
+    each of those steps when they differ (coarse to fine: the pixels of the step's scale), so the progress
+    display's time left weighs them; weights: the registry
     of weight sources; architectures: the registry of network architectures (name -> build(config));
     outputs: the files this run writes (nst.core.files.Outputs): a plugin writing files reserves their paths
     in nst_prepare (`ctx.outputs.reserve(folder / name, make_folder=True, within=folder)` for a name it chooses in
@@ -100,6 +102,7 @@ class RunContext:
     scale: ScaleState | None = None
     batch: TrainBatch | None = None
     total_steps: int | None = None
+    step_work: list[float] | None = None
     generator: torch.Generator | None = None
     on_tile: Callable[[int, int], None] | None = None
     plan: Any = None

@@ -50,6 +50,7 @@ def run(ctx: RunContext) -> torch.Tensor:
     h, w = ctx.content.shape[-2:]
     encoder = ctx.encoder()
     sizes = [(*scale_shape(h, w, scale.size), scale.steps) for scale in schedule]
+    ctx.step_work = [float(sh * sw) for sh, sw, steps in sizes for _ in range(steps)]
     plan = large.plan_gatys(ctx, sizes, encoder, sorted(set(s.content_layers) | set(s.style_layers)))
     large.announce(ctx, plan)
     x, done = None, 0

@@ -91,6 +91,7 @@ def run(ctx: RunContext) -> torch.Tensor:
     shapes = level_shapes(hw)
     schedule = levels_to_run(ctx, shapes, opts["coarsest"])
     ctx.total_steps = sum(steps for _, steps in schedule)
+    ctx.step_work = [float(shapes[level][0] * shapes[level][1]) for level, steps in schedule for _ in range(steps)]
     guide, sizes = guidance(ctx), stroke_sizes(ctx)
     encoder = Padded(ctx.encoder())
     dtype = torch.bfloat16 if ctx.device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
