@@ -26,7 +26,8 @@ class ProgressBar:
     def _open(self, ctx, total, step: int) -> None:
         if self._bar is None:
             work = getattr(ctx, "step_work", None)
-            self._done_work = [0.0, *itertools.accumulate(work)] if work and ctx.total_steps == len(work) else None
+            unequal = bool(work) and len(set(work)) > 1 and ctx.total_steps == len(work)
+            self._done_work = [0.0, *itertools.accumulate(work)] if unequal else None
             if self._done_work is not None:  # steps of unequal cost: the bar counts work, the label the steps
                 total = self._done_work[-1]
             self._bar = progress_bar("{task.fields[losses]}", counts=self._done_work is None)
