@@ -6,7 +6,8 @@ by a HALO on every side (clipped to the image). With a halo at least as wide as 
 radius, a cell's values computed from its window equal those of the whole image.
 
 Feed-forward networks (run_network) also need the instance-norm statistics of the whole image, or tiles
-differ in colour and contrast. Scheme: the network runs tile by tile once per norm layer. In pass k, norm
+differ in colour and contrast. They run in one pass on recorded lazy maps (nst.core.lazy_tiles) wherever the
+network allows it. The rest use the older scheme: the network runs tile by tile once per norm layer. In pass k, norm
 layers 0..k-1 apply the whole-image statistics found in earlier passes, norm layer k adds the per-channel sum
 and sum of squares of the CELL's positions (halos excluded, each position counted once) and the pass stops
 there; after all tiles, its mean and variance are final. The pass that meets no new norm layer is the last

@@ -53,7 +53,7 @@ def announce(ctx: RunContext, plan: planner.MemoryPlan) -> None:
 
 def network_seconds(forward: Callable[[torch.Tensor], torch.Tensor], device: torch.device, side: int) -> float:
     """Seconds per input pixel of one forward: the slope between two probes after a warm-up (fixed per-call costs
-    and small-image inefficiency left out; timed now, so a loaded machine estimates honestly). The probes are a
+    and small-image inefficiency left out; timed now, so a loaded machine estimates honestly). The probes are an
     eighth and a sixteenth of SIDE (the image's long side), the larger within 128-512 px: a fraction of the run."""
     import time
 
